@@ -1,0 +1,22 @@
+with
+
+transactions as (
+    select * from {{ ref('stg_bank__transactions') }}
+),
+
+-- Fitted state sees the training window only, never validation, test or live data.
+training_window as (
+    select * from transactions
+    where event_at < {{ split_boundary('train_end') }}
+),
+
+final as (
+    select
+        count(*) as count_training_rows,
+        avg({{ log_amount('amount') }}) as log_amount_mean,
+        stddev_pop({{ log_amount('amount') }}) as log_amount_std,
+        quantile_cont(greatest(amount, 0), 0.999) as amount_clip_max
+    from training_window
+)
+
+select * from final

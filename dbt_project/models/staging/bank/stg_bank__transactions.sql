@@ -1,0 +1,26 @@
+with
+
+source as (
+    select * from {{ source('bank', 'transactions') }}
+),
+
+renamed as (
+    select
+        {{ bank_transaction_columns() }},
+        cast(is_fraud as boolean) as is_fraud,
+        parse_filename(filename) as source_file
+    from source
+),
+
+-- The processor re-sends some records; keep the first delivery of each transaction id.
+deduplicated as (
+    select *
+    from renamed
+    qualify row_number() over (partition by transaction_id order by source_file, event_at) = 1
+),
+
+final as (
+    select * from deduplicated
+)
+
+select * from final

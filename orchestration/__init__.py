@@ -1,0 +1,1 @@
+"""Orchestration: the pipeline's stages, their order, and the command line."""

@@ -1,0 +1,10 @@
+"""Serving runtime: score raw records with a model bundle, in-process or over HTTP.
+
+Imports only onnxruntime, duckdb, numpy and pyarrow (plus FastAPI in ``serving.server``), never
+``training`` or dbt, so applications can embed it.
+"""
+
+from serving.errors import BundleError, InputValidationError, RegistryError
+from serving.predictor import Predictions, Predictor
+
+__all__ = ["BundleError", "InputValidationError", "Predictions", "Predictor", "RegistryError"]

@@ -1,0 +1,169 @@
+"""The model bundle: a self-describing, content-addressed directory.
+
+Layout::
+
+    <bundle_id>/
+        manifest.json      format_version, bundle_id, features, input schema, metrics, lineage
+        model.onnx         the model; takes the feature vector (float32) in model order
+        serving.sql        feature SQL compiled by dbt: raw request fields -> feature vector
+        tables/*.parquet   fitted statistics frozen from the warehouse (training window only)
+
+The bundle id is the sha256 of every file's bytes plus the manifest without its id, so the same
+contents always get the same id and any change (a corrupt file, an edited statistic) is caught
+on load. Only the files the manifest names are read: no pickle, no code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from serving.errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+SQL_FILE = "serving.sql"
+INPUT_TYPES = ("string", "double", "integer", "boolean", "timestamp")
+
+
+@dataclass(frozen=True)
+class InputField:
+    """One raw input field, as declared by the dbt source."""
+
+    name: str
+    """Field name exactly as it lands."""
+    type: str
+    """One of ``INPUT_TYPES``."""
+    nullable: bool
+    """Whether null (or JSON ``null``) is accepted."""
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    """What ``manifest.json`` says about a bundle."""
+
+    bundle_id: str
+    """sha256 of the bundle's contents (see ``content_digest``)."""
+    task: str
+    """``binary`` for now."""
+    feature_names: tuple[str, ...]
+    """Feature columns in model input order."""
+    input_schema: tuple[InputField, ...]
+    """Raw input fields a request must carry."""
+    frozen_tables: dict[str, str]
+    """Relation name used by serving.sql -> Parquet file in the bundle."""
+    threshold: float
+    """Score at or above which the label is positive (chosen on validation)."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Evaluation metrics by split."""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """Data fingerprint, dbt manifest hash, code and package versions, config, seed."""
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    """Gate results recorded when the bundle was evaluated."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "bundle_id": self.bundle_id,
+            "task": self.task,
+            "feature_names": list(self.feature_names),
+            "input_schema": [f.__dict__ for f in self.input_schema],
+            "frozen_tables": dict(sorted(self.frozen_tables.items())),
+            "threshold": self.threshold,
+            "metrics": self.metrics,
+            "lineage": self.lineage,
+            "gates": self.gates,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: Path) -> BundleManifest:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"{where}: manifest format_version {version!r} is not supported by this serving "
+                f"runtime (it reads version {FORMAT_VERSION}); upgrade the runtime or rebuild the bundle"
+            )
+        try:
+            schema = tuple(InputField(**f) for f in data["input_schema"])
+            bad = [f for f in schema if f.type not in INPUT_TYPES]
+            if bad:
+                raise BundleError(f"{where}: input field {bad[0].name!r} has unknown type {bad[0].type!r}; expected one of {INPUT_TYPES}")
+            return cls(
+                bundle_id=str(data["bundle_id"]),
+                task=str(data["task"]),
+                feature_names=tuple(data["feature_names"]),
+                input_schema=schema,
+                frozen_tables=dict(data["frozen_tables"]),
+                threshold=float(data["threshold"]),
+                metrics=dict(data.get("metrics", {})),
+                lineage=dict(data.get("lineage", {})),
+                gates=list(data.get("gates", [])),
+            )
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"{where}: manifest is missing or has a malformed field: {exc}") from exc
+
+
+def content_digest(files: dict[str, bytes], manifest_without_id: dict[str, Any]) -> str:
+    """sha256 over the files (by relative path) and the manifest minus its ``bundle_id``."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    h.update(canonical_json(manifest_without_id))
+    return h.hexdigest()
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle read from disk and verified against its id."""
+
+    path: Path
+    manifest: BundleManifest
+    model_bytes: bytes
+    serving_sql: str
+    tables: dict[str, pa.Table]
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read and verify a bundle directory; raise ``BundleError`` saying what is wrong."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: not a model bundle (no {MANIFEST}); pass a bundle directory or a registry")
+    try:
+        raw = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: unreadable manifest: {exc}") from exc
+    manifest = BundleManifest.from_json(raw, path)
+
+    expected = {MODEL_FILE, SQL_FILE, *manifest.frozen_tables.values()}
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {MANIFEST}
+    if missing := expected - present:
+        raise BundleError(f"{path}: bundle is missing {sorted(missing)}")
+    if extra := present - expected:
+        raise BundleError(f"{path}: bundle holds files its manifest does not name: {sorted(extra)}; refusing to load")
+    files = {name: (path / name).read_bytes() for name in sorted(expected)}
+    body = {k: v for k, v in raw.items() if k != "bundle_id"}
+    digest = content_digest(files, body)
+    if digest != manifest.bundle_id:
+        raise BundleError(
+            f"{path}: contents do not match bundle id {manifest.bundle_id[:12]} (digest {digest[:12]}); "
+            "the bundle was modified or is corrupt. Rebuild it with `python orchestrate.py`."
+        )
+    tables = {}
+    for name, rel in manifest.frozen_tables.items():
+        try:
+            tables[name] = pq.read_table(pa.BufferReader(files[rel]))
+        except pa.ArrowException as exc:
+            raise BundleError(f"{path / rel}: frozen table {name!r} is not readable Parquet: {exc}") from exc
+    return Bundle(path, manifest, files[MODEL_FILE], files[SQL_FILE].decode(), tables)

@@ -1,0 +1,38 @@
+"""Errors raised by the serving runtime. Each subclasses a built-in and says how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BundleError(ValueError):
+    """A model bundle is missing, corrupt, unsafe or of an unknown format; it is not loaded."""
+
+
+class RegistryError(LookupError):
+    """The registry has no champion, or its pointer names a bundle that is not there."""
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One thing wrong with one field of one input record."""
+
+    record: int
+    """Index of the record in the request (0 for a single record)."""
+    field: str
+    """Name of the raw input field."""
+    problem: str
+    """What is wrong, with the expected and the actual value or type."""
+
+    def __str__(self) -> str:
+        return f"record {self.record}, field {self.field!r}: {self.problem}"
+
+
+class InputValidationError(ValueError):
+    """Records do not match the bundle's raw input schema. Nothing was scored."""
+
+    def __init__(self, problems: list[FieldProblem], *, limit: int = 20) -> None:
+        self.problems = problems
+        shown = "; ".join(str(p) for p in problems[:limit])
+        more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
+        super().__init__(f"{len(problems)} invalid field(s): {shown}{more}")

@@ -1,0 +1,90 @@
+"""The model registry: immutable bundles and an atomically replaced champion pointer.
+
+Layout::
+
+    <registry>/bundles/<bundle_id>/   immutable bundles
+    <registry>/champion.json          {"bundle_id": ..., "promoted_at": ..., "by": ..., "reason": ...}
+    <registry>/history.jsonl          one line per promotion, appended
+
+The pointer is written to a temporary file, fsynced and renamed over the old one, so a reader
+sees either the old champion or the new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from serving.bundle import MANIFEST
+from serving.errors import RegistryError
+
+POINTER = "champion.json"
+HISTORY = "history.jsonl"
+BUNDLES = "bundles"
+
+
+def bundles_dir(registry: Path) -> Path:
+    return registry / BUNDLES
+
+
+def read_champion(registry: Path) -> dict[str, Any] | None:
+    """The champion pointer, or None when nothing has been promoted yet."""
+    pointer = registry / POINTER
+    if not pointer.exists():
+        return None
+    try:
+        return json.loads(pointer.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"{pointer}: unreadable champion pointer: {exc}") from exc
+
+
+def resolve_bundle_path(source: Path) -> Path:
+    """A bundle directory as given, or the champion bundle when ``source`` is a registry."""
+    if (source / MANIFEST).is_file():
+        return source
+    if (source / POINTER).exists() or (source / BUNDLES).is_dir():
+        champion = read_champion(source)
+        if champion is None:
+            raise RegistryError(f"{source}: registry has no champion yet; run `python orchestrate.py` to train and deploy one")
+        path = bundles_dir(source) / champion["bundle_id"]
+        if not path.is_dir():
+            raise RegistryError(f"{source}: champion {champion['bundle_id'][:12]} is not in {bundles_dir(source)}")
+        return path
+    raise RegistryError(f"{source}: neither a model bundle (no {MANIFEST}) nor a registry (no {POINTER})")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def promote(registry: Path, bundle_id: str, *, by: str, reason: str) -> dict[str, Any]:
+    """Make ``bundle_id`` the champion (atomically) and append the promotion to the history."""
+    if not (bundles_dir(registry) / bundle_id / MANIFEST).is_file():
+        raise RegistryError(f"cannot promote {bundle_id[:12]}: no such bundle in {bundles_dir(registry)}")
+    previous = read_champion(registry)
+    record = {
+        "bundle_id": bundle_id,
+        "previous_bundle_id": previous["bundle_id"] if previous else None,
+        "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "by": by,
+        "reason": reason,
+    }
+    tmp = registry / f".{POINTER}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(record, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, registry / POINTER)
+    _fsync_dir(registry)
+    with open(registry / HISTORY, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return record

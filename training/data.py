@@ -1,0 +1,86 @@
+"""Read the features mart from the warehouse as Arrow and split it by time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from training.dbt_manifest import FeatureSpec
+from training.errors import TrainingDataError
+
+
+@dataclass(frozen=True)
+class SplitBoundaries:
+    """Time-based split: train before ``train_end``, validation before ``valid_end``, test after."""
+
+    train_end: dt.date
+    """First day of the validation split."""
+    valid_end: dt.date
+    """First day of the test split."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Feature matrix, labels and split masks, in (timestamp, key) order."""
+
+    keys: np.ndarray
+    timestamps: np.ndarray
+    X: np.ndarray
+    """float32 features in model order; the same dtype the ONNX model takes."""
+    y: np.ndarray
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+
+def connect_read_only(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(warehouse), read_only=True)
+
+
+def read_features(warehouse: Path, spec: FeatureSpec) -> pa.Table:
+    columns = ", ".join(f'"{c}"' for c in (spec.key, spec.timestamp, *spec.features, spec.label))
+    with connect_read_only(warehouse) as con:
+        return con.execute(
+            f"select {columns} from {spec.relation} order by \"{spec.timestamp}\", \"{spec.key}\""
+        ).fetch_arrow_table()
+
+
+def data_fingerprint(warehouse: Path, spec: FeatureSpec) -> dict[str, object]:
+    """Row count and an order-independent hash of every column, computed inside DuckDB."""
+    columns = ", ".join(f'"{c}"' for c in (spec.key, spec.timestamp, *spec.features, spec.label))
+    with connect_read_only(warehouse) as con:
+        rows, digest, first, last = con.execute(
+            f"select count(*), cast(coalesce(sum(hash({columns})), 0) as varchar), "
+            f"min(\"{spec.timestamp}\"), max(\"{spec.timestamp}\") from {spec.relation}"
+        ).fetchone()
+    return {"relation": spec.relation, "rows": rows, "hash": digest,
+            "first_event": str(first), "last_event": str(last)}
+
+
+def to_dataset(table: pa.Table, spec: FeatureSpec, split: SplitBoundaries) -> Dataset:
+    if table.num_rows == 0:
+        raise TrainingDataError(f"{spec.relation} is empty; nothing to train on")
+    X = np.column_stack(
+        [table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in spec.features]
+    ).astype(np.float32)
+    y = table.column(spec.label).to_numpy(zero_copy_only=False).astype(np.int64)
+    ts = table.column(spec.timestamp).to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    train_end = np.datetime64(split.train_end.isoformat(), "us")
+    valid_end = np.datetime64(split.valid_end.isoformat(), "us")
+    train, test = ts < train_end, ts >= valid_end
+    valid = ~train & ~test
+    for name, mask in (("train", train), ("validation", valid), ("test", test)):
+        if mask.sum() == 0:
+            raise TrainingDataError(
+                f"the {name} split is empty (train before {split.train_end}, validation before "
+                f"{split.valid_end}, data from {ts.min()} to {ts.max()}); widen the data or change `split` in the config"
+            )
+        if len(np.unique(y[mask])) < 2:
+            raise TrainingDataError(f"the {name} split has only one class of {spec.label!r}; it cannot be trained or evaluated")
+    keys = table.column(spec.key).to_numpy(zero_copy_only=False)
+    return Dataset(keys, ts, X, y, train, valid, test)

@@ -1,0 +1,13 @@
+"""Errors raised by the training package. Each subclasses a built-in and says how to fix it."""
+
+
+class FeatureSpecError(ValueError):
+    """The dbt manifest does not describe the features mart the way training needs."""
+
+
+class TrainingDataError(ValueError):
+    """The feature table cannot be trained on (empty split, single class, missing columns)."""
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported to ONNX faithfully; it is not bundled."""
