@@ -1,0 +1,81 @@
+"""Shared fixtures: a small seeded pipeline run, done once per test session and reused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL_ROWS = 20_000
+SMALL_DAYS = 20
+
+
+def write_config(root: Path, **overrides: object) -> Path:
+    """A pipeline config for a small, fast run with all state under ``root``."""
+    cfg = {
+        "paths": {"warehouse": str(root / "warehouse.duckdb"), "landing": str(root / "landing"),
+                  "artifacts": str(root / "artifacts")},
+        "demo_data": {"generate_if_empty": True, "rows": SMALL_ROWS, "days": SMALL_DAYS, "seed": 7},
+        "dbt": {"project_dir": str(REPO / "dbt_project")},
+        "model": {"family": "hist_gradient_boosting", "params": {"max_iter": 40, "max_leaf_nodes": 15}},
+    }
+    for key, value in overrides.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    path = root / "pipeline.yml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_orchestrator(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WAREHOUSE_PATH", "LANDING_PATH", "ARTIFACTS_PATH")}
+    return subprocess.run([sys.executable, str(REPO / "orchestrate.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    root: Path
+    config: Path
+    result: subprocess.CompletedProcess[str]
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "artifacts" / "registry"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
+    """``python orchestrate.py`` on 20k generated rows, end to end, once per session."""
+    root = tmp_path_factory.mktemp("pipeline")
+    config = write_config(root)
+    result = run_orchestrator("--config", str(config))
+    assert result.returncode == 0, f"pipeline failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}"
+    return PipelineRun(root, config, result)
+
+
+@pytest.fixture(scope="session")
+def raw_records(pipeline_run: PipelineRun) -> list[dict]:
+    """Raw landing records (label dropped) from the last landed day, as a client would send them."""
+    import pyarrow.parquet as pq
+
+    last = sorted((pipeline_run.landing / "transactions").glob("*.parquet"))[-1]
+    table = pq.read_table(last).drop_columns(["is_fraud"]).slice(0, 200)
+    records = table.to_pylist()
+    for r in records:
+        r["txn_ts"] = r["txn_ts"].isoformat()
+    return records

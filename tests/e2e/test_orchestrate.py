@@ -1,0 +1,71 @@
+"""``python orchestrate.py`` end to end on a small generated dataset."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving import Predictor
+from serving.registry import read_champion
+from tests.conftest import PipelineRun, run_orchestrator, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_deploys_a_model_and_prints_a_summary(pipeline_run: PipelineRun) -> None:
+    out = pipeline_run.result.stdout
+    for stage in ("demo_data", "parse", "ingest", "dbt_build", "train", "evaluate", "deploy"):
+        assert f"[{stage}] done" in out
+    assert "pipeline finished" in out and "deployed model" in out
+    champion = read_champion(pipeline_run.registry)
+    assert champion is not None and champion["bundle_id"] in out
+    manifest = json.loads((pipeline_run.registry / "bundles" / champion["bundle_id"] / "manifest.json").read_text())
+    test = manifest["metrics"]["test"]
+    assert 0.75 < test["roc_auc"] < 1.0, test
+    assert manifest["lineage"]["data_fingerprint"]["rows"] > 0
+    assert manifest["lineage"]["packages"]["duckdb"]
+    assert [f["name"] for f in manifest["input_schema"]][:2] == ["txn_id", "txn_ts"]
+    assert "is_fraud" not in {f["name"] for f in manifest["input_schema"]}
+
+
+def test_deployed_model_scores_raw_records_in_process(pipeline_run: PipelineRun, raw_records: list[dict]) -> None:
+    predictor = Predictor.load(pipeline_run.registry)
+    result = predictor.predict(raw_records)
+    assert result.model_id == read_champion(pipeline_run.registry)["bundle_id"]
+    assert result.scores.shape == (len(raw_records),) and np.all((result.scores >= 0) & (result.scores <= 1))
+    # Same record alone or in a batch: same score (no cross-row leakage in the serving SQL).
+    alone = predictor.predict(raw_records[3]).scores[0]
+    assert alone == pytest.approx(result.scores[3], abs=0)
+
+
+def test_onnx_matches_sklearn_on_the_test_split(pipeline_run: PipelineRun) -> None:
+    champion = read_champion(pipeline_run.registry)["bundle_id"]
+    parity = json.loads((pipeline_run.registry / "bundles" / champion / "manifest.json").read_text())["metrics"]["export_parity"]
+    assert parity["rows"] > 1000
+    assert parity["label_mismatches"] == 0
+    assert parity["max_abs_probability_diff"] <= 1e-5
+
+
+def test_empty_landing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, demo_data={"generate_if_empty": False})
+    result = run_orchestrator("--config", str(config))
+    assert result.returncode == 1
+    assert "stage 'ingest' failed" in result.stderr and "no landing partitions" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "artifacts" / "registry" / "champion.json").exists()
+
+
+def test_bad_config_is_named_without_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yml"
+    config.write_text("model: {famliy: x}\n")
+    result = run_orchestrator("--config", str(config))
+    assert result.returncode == 2
+    assert "model: unknown key(s) ['famliy']" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_stages() -> None:
+    result = run_orchestrator("--help")
+    assert result.returncode == 0
+    assert "ingest" in result.stdout and "deploy" in result.stdout

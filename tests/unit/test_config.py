@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from orchestration.config import load_config
+from orchestration.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repository_config_loads_with_documented_defaults() -> None:
+    cfg = load_config(REPO / "pipeline.yml")
+    assert cfg.demo_data.rows >= 1_000_000 and cfg.demo_data.days >= 60
+    assert cfg.warehouse == (REPO / "data" / "warehouse.duckdb")
+    assert cfg.model.family == "hist_gradient_boosting"
+
+
+def test_environment_overrides_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAREHOUSE_PATH", str(tmp_path / "w.duckdb"))
+    assert load_config(REPO / "pipeline.yml").warehouse == tmp_path / "w.duckdb"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("modle: {}", r"unknown key\(s\) \['modle'\]"),
+        ("split: {train_fractoin: 0.5}", r"split: unknown key\(s\) \['train_fractoin'\]"),
+        ("seed: forty-two", "seed: expected int, got 'forty-two'"),
+        ("demo_data: {generate_if_empty: 'yes'}", "demo_data.generate_if_empty: expected true or false"),
+        ("split: {train_fraction: 0.9, valid_fraction: 0.2}", "must be in \\(0, 1\\) and sum to less than 1"),
+        ("task: ranking", "task: 'ranking' is not supported"),
+        ("[1, 2]", "expected a mapping"),
+        ("a: [", "not valid YAML"),
+    ],
+)
+def test_bad_config_names_the_key_and_value(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "pipeline.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_config_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--config"):
+        load_config(tmp_path / "nope.yml")

@@ -1,0 +1,68 @@
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from serving.bundle import InputField
+from serving.errors import InputValidationError
+from serving.schema import ROW_ID, arrow_to_request_table, records_to_table
+
+FIELDS = (
+    InputField("id", "string", nullable=False),
+    InputField("amount", "double", nullable=False),
+    InputField("count", "integer", nullable=True),
+    InputField("flag", "boolean", nullable=True),
+    InputField("at", "timestamp", nullable=False),
+)
+GOOD = {"id": "a", "amount": 3, "count": 2, "flag": True, "at": "2026-03-29T01:30:00Z"}
+
+
+def problems(records) -> list[tuple[int, str]]:
+    with pytest.raises(InputValidationError) as info:
+        records_to_table(records, FIELDS)
+    return [(p.record, p.field) for p in info.value.problems]
+
+
+def test_valid_records_become_a_typed_table() -> None:
+    table = records_to_table([GOOD, {**GOOD, "count": None, "flag": None, "at": "2026-03-29T03:30:00+02:00"}], FIELDS)
+    assert table.schema.field("amount").type == pa.float64()
+    assert table.column("amount").to_pylist() == [3.0, 3.0]
+    # Offsets are converted to naive UTC, as the landing files hold timestamps.
+    assert table.column("at").to_pylist() == [dt.datetime(2026, 3, 29, 1, 30)] * 2
+    assert table.column(ROW_ID).to_pylist() == [0, 1]
+
+
+def test_missing_and_unexpected_fields_name_record_and_field() -> None:
+    bad = {k: v for k, v in GOOD.items() if k != "amount"} | {"amout": 3}
+    assert problems([GOOD, bad]) == [(1, "amount"), (1, "amout")]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("amount", "12.5"), ("amount", True), ("amount", float("nan")), ("count", 1.5), ("flag", 1),
+     ("id", 7), ("at", "yesterday"), ("at", 1767225600), ("amount", None), ("id", None)],
+)
+def test_wrong_types_and_nulls_are_rejected(field: str, value: object) -> None:
+    assert problems([{**GOOD, field: value}]) == [(0, field)]
+
+
+def test_every_problem_is_reported_and_message_is_readable() -> None:
+    with pytest.raises(InputValidationError) as info:
+        records_to_table([{**GOOD, "amount": "x"}, {**GOOD, "id": None}], FIELDS)
+    message = str(info.value)
+    assert "record 0, field 'amount': expected double, got str 'x'" in message
+    assert "record 1, field 'id'" in message
+
+
+def test_empty_batch_and_non_object_records() -> None:
+    assert problems([]) == [(0, "records")]
+    assert problems([GOOD, "nope"]) == [(1, "<record>")]
+
+
+def test_arrow_input_is_checked_and_cast() -> None:
+    table = pa.table({"id": ["a"], "amount": pa.array([2], pa.int32()), "count": [None], "flag": [None],
+                      "at": pa.array([dt.datetime(2026, 1, 1)], pa.timestamp("ms"))})
+    out = arrow_to_request_table(table, FIELDS)
+    assert out.column("amount").type == pa.float64()
+    with pytest.raises(InputValidationError, match="field 'amount': column type is string"):
+        arrow_to_request_table(table.set_column(1, "amount", pa.array(["2"])), FIELDS)
