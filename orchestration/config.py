@@ -76,6 +76,18 @@ class Model:
 
 
 @dataclass(frozen=True)
+class Parity:
+    """The training/serving parity check run before every deploy."""
+
+    rows: int = 10_000
+    """Held-out raw rows replayed through the serving path (all of them if there are fewer)."""
+    feature_rtol: float = 1e-9
+    """Relative tolerance for float features; integers and nulls must match exactly."""
+    score_atol: float = 1e-6
+    """Absolute tolerance between served scores and offline ONNX scores on the mart rows."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The whole pipeline config."""
 
@@ -86,6 +98,7 @@ class PipelineConfig:
     dbt: Dbt = Dbt()
     split: Split = Split()
     model: Model = Model()
+    parity: Parity = Parity()
     task: str = "binary"
     """binary (multiclass and regression come with the training issue)."""
     seed: int = 42
@@ -168,6 +181,10 @@ def _validate(cfg: PipelineConfig) -> None:
         )
     if cfg.demo_data.rows < 100 or cfg.demo_data.days < 3:
         raise ConfigError(f"demo_data: needs rows >= 100 and days >= 3, got rows={cfg.demo_data.rows}, days={cfg.demo_data.days}")
+    if cfg.parity.rows < 1 or not 0 <= cfg.parity.feature_rtol < 1e-3 or not 0 <= cfg.parity.score_atol < 1e-2:
+        raise ConfigError(
+            f"parity: rows must be >= 1, feature_rtol in [0, 1e-3) and score_atol in [0, 1e-2); got {cfg.parity}"
+        )
     if "." not in cfg.dbt.source:
         raise ConfigError(f"dbt.source: expected 'source_name.table', got {cfg.dbt.source!r}")
 

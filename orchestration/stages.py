@@ -28,18 +28,17 @@ from orchestration.errors import StageError
 from orchestration.ingest import ingest, partition_files
 from serving import registry
 from serving.bundle import load_bundle
-from serving.predictor import Predictor
 from training import dbt_manifest
 from training.bundle import bundle_manifest_fields, write_bundle
 from training.data import SplitBoundaries, data_fingerprint, read_features, to_dataset
 from training.export import check_export_parity, export_onnx
 from training.metrics import binary_metrics, choose_threshold
 from training.model import build_model, fit, predict_scores
+from training.parity import ParityReport, check_parity, held_out_raw_rows
+from training.serving_sql import check_serving_sql
 
 PACKAGES = ("dbt-core", "dbt-duckdb", "duckdb", "scikit-learn", "skl2onnx", "onnx", "onnxruntime",
             "numpy", "pyarrow", "pandas")
-PARITY_ROWS = 2000
-FEATURE_RTOL = 1e-9
 
 
 @dataclass
@@ -188,6 +187,15 @@ def _frozen_tables(ctx: RunContext) -> dict[str, Any]:
         return {name: con.execute(f"select * from {rel}").fetch_arrow_table() for name, rel in sorted(relations.items())}
 
 
+def _snapshot_info(tables: dict[str, Any], snapshots: tuple[dbt_manifest.EntitySnapshot, ...]) -> dict[str, dict[str, Any]]:
+    info = {}
+    for snap in snapshots:
+        state_at = tables[snap.model].column("state_at")
+        latest = max((v for v in state_at.to_pylist() if v is not None), default=None)
+        info[snap.model] = {"key": snap.key, "state_at": latest.isoformat() if latest else None}
+    return info
+
+
 def _evaluate(ctx: RunContext) -> dict[str, Any]:
     data, model, spec = ctx.state["data"], ctx.state["model"], ctx.state["spec"]
     scores = {name: predict_scores(model, data.X[mask]) for name, mask in
@@ -198,12 +206,17 @@ def _evaluate(ctx: RunContext) -> dict[str, Any]:
     parity = ctx.state["export_parity"]
     metrics["export_parity"] = {"rows": parity.rows, "max_abs_probability_diff": parity.max_abs_probability_diff,
                                 "label_mismatches": parity.label_mismatches}
+
     serving_sql = compile_inline(ctx.dbt(), "{{ " + ctx.cfg.dbt.serving_macro + "() }}")
+    tables = _frozen_tables(ctx)
+    # Refuse features that cannot run row by row before anything is written.
+    check_serving_sql(serving_sql, tables)
+    snapshots = dbt_manifest.entity_snapshots(ctx.state["manifest"])
     bundle_id, path = write_bundle(
         registry.bundles_dir(ctx.cfg.registry),
         model_bytes=ctx.state["onnx"],
         serving_sql=serving_sql,
-        tables=_frozen_tables(ctx),
+        tables=tables,
         manifest=bundle_manifest_fields(
             task=ctx.cfg.task,
             feature_names=spec.features,
@@ -211,54 +224,26 @@ def _evaluate(ctx: RunContext) -> dict[str, Any]:
             threshold=threshold,
             metrics=metrics,
             lineage=_lineage(ctx),
+            entity_snapshots=_snapshot_info(tables, snapshots),
         ),
     )
-    serving_check = _serving_check(ctx, path)
     ctx.state.update(bundle_id=bundle_id, bundle_path=path, metrics=metrics)
+    report = _parity(ctx, path, snapshots)
+    ctx.echo(report.describe())
+    if not report.passed:
+        raise StageError(f"candidate {bundle_id[:12]} is not deployed: {report.describe()}")
     return {"bundle_id": bundle_id[:12], "test_roc_auc": round(metrics["test"]["roc_auc"], 4),
-            "test_pr_auc": round(metrics["test"]["pr_auc"], 4), **serving_check}
+            "test_pr_auc": round(metrics["test"]["pr_auc"], 4), "parity_rows": report.rows}
 
 
-def _serving_check(ctx: RunContext, bundle_path: Path) -> dict[str, Any]:
-    """Score raw test-day rows through the bundle's serving path; features must equal the mart's."""
-    import duckdb
-
-    spec, split = ctx.state["spec"], ctx.state["split"]
-    fields = [f.name for f in ctx.state["input_schema"]]
-    files = [p for p in partition_files(ctx.cfg.landing, ctx.source_table) if p.stem >= split.valid_end.isoformat()]
-    with duckdb.connect() as con:
-        raw = con.execute(
-            f"select {', '.join(fields)} from read_parquet(?)", [[str(p) for p in files]]
-        ).fetch_arrow_table()
-    rng = np.random.default_rng(ctx.cfg.seed)
-    raw = raw.take(np.sort(rng.choice(raw.num_rows, size=min(PARITY_ROWS, raw.num_rows), replace=False)))
-    predictor = Predictor(load_bundle(bundle_path))
-    try:
-        served = predictor.features(raw)
-    finally:
-        predictor.close()
-    keys = served.column(spec.key).to_pylist()
-    with duckdb.connect(str(ctx.cfg.warehouse), read_only=True) as con:
-        con.register("keys", served.select([spec.key]))
-        mart = con.execute(
-            f"select m.* from keys k join {spec.relation} m using ({spec.key})"
-        ).fetch_arrow_table()
-    by_key = {k: i for i, k in enumerate(mart.column(spec.key).to_pylist())}
-    missing = [k for k in keys if k not in by_key]
-    if missing:
-        raise StageError(f"serving check: {len(missing)} raw test rows have no row in {spec.relation}, e.g. {missing[:3]}")
-    order = [by_key[k] for k in keys]
-    for feature in spec.features:
-        got = served.column(feature).to_numpy(zero_copy_only=False).astype(np.float64)
-        want = mart.column(feature).to_numpy(zero_copy_only=False).astype(np.float64)[order]
-        bad = ~np.isclose(got, want, rtol=FEATURE_RTOL, atol=0, equal_nan=True)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise StageError(
-                f"serving check: feature {feature!r} differs from the warehouse for {int(bad.sum())} of {len(keys)} rows; "
-                f"first: {spec.key}={keys[i]!r}, served {got[i]!r}, warehouse {want[i]!r}"
-            )
-    return {"serving_check_rows": len(keys)}
+def _parity(ctx: RunContext, bundle_path: Path, snapshots: tuple[dbt_manifest.EntitySnapshot, ...]) -> ParityReport:
+    """Replay held-out (test-day) raw rows through the bundle's serving path; see training.parity."""
+    split: SplitBoundaries = ctx.state["split"]
+    held_out = [p for p in partition_files(ctx.cfg.landing, ctx.source_table) if p.stem >= split.valid_end.isoformat()]
+    raw = held_out_raw_rows(held_out, [f.name for f in ctx.state["input_schema"]], ctx.cfg.parity.rows, ctx.cfg.seed)
+    ctx.echo(f"parity check: replaying {raw.num_rows:,} held-out raw rows through the serving path")
+    return check_parity(load_bundle(bundle_path), raw, ctx.cfg.warehouse, ctx.state["spec"], snapshots,
+                        feature_rtol=ctx.cfg.parity.feature_rtol, score_atol=ctx.cfg.parity.score_atol)
 
 
 def _deploy(ctx: RunContext) -> dict[str, Any]:
@@ -278,7 +263,7 @@ STAGES: tuple[Stage, ...] = (
           ("<landing files>", "<dbt project>", "split"), ("<warehouse>", "fingerprint"), _dbt_build),
     Stage("train", "fit the model on the training days and export ONNX (parity-checked)",
           ("<warehouse>", "spec", "split"), ("model", "onnx", "data"), _train),
-    Stage("evaluate", "metrics, threshold, model bundle and a serving check on raw test rows",
+    Stage("evaluate", "metrics, threshold, model bundle, and the parity check of held-out raw rows",
           ("model", "onnx", "data", "manifest", "fingerprint"), ("bundle_id", "<bundle>"), _evaluate),
     Stage("deploy", "make the bundle the registry's champion (atomic pointer swap)",
           ("bundle_id",), ("<registry champion>",), _deploy),

@@ -67,6 +67,8 @@ class BundleManifest:
     """Data fingerprint, dbt manifest hash, code and package versions, config, seed."""
     gates: list[dict[str, Any]] = field(default_factory=list)
     """Gate results recorded when the bundle was evaluated."""
+    entity_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Frozen entity-state table -> {"key": ..., "state_at": ISO time the state holds as of}."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class BundleManifest:
             "metrics": self.metrics,
             "lineage": self.lineage,
             "gates": self.gates,
+            "entity_snapshots": self.entity_snapshots,
         }
 
     @classmethod
@@ -105,6 +108,7 @@ class BundleManifest:
                 metrics=dict(data.get("metrics", {})),
                 lineage=dict(data.get("lineage", {})),
                 gates=list(data.get("gates", [])),
+                entity_snapshots=dict(data.get("entity_snapshots", {})),
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"{where}: manifest is missing or has a malformed field: {exc}") from exc

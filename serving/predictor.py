@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,14 @@ class Predictor:
     @property
     def model_id(self) -> str:
         return self.bundle.manifest.bundle_id
+
+    def snapshot_age_seconds(self, now: dt.datetime | None = None) -> dict[str, float]:
+        """Age of each frozen entity snapshot: how stale the entity features served now are."""
+        now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        return {
+            name: (now - dt.datetime.fromisoformat(info["state_at"])).total_seconds()
+            for name, info in self.manifest.entity_snapshots.items()
+        }
 
     def request_table(self, records: Sequence[Mapping[str, Any]] | pa.Table | Any) -> pa.Table:
         """Validate records (list of dicts, pandas DataFrame or Arrow table) into a request table."""

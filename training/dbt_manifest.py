@@ -146,3 +146,40 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
         if manifest["macros"][uid].get("package_name") == manifest["metadata"].get("project_name"):
             h.update(f"{uid}:{manifest['macros'][uid]['macro_sql']}\n".encode())
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class EntitySnapshot:
+    """A fitted-state model that serving looks entities up in (``meta.entity_snapshot``)."""
+
+    model: str
+    """Snapshot model name, also the relation name in the serving SQL."""
+    key: str
+    """Entity key column of the snapshot (joined to the staged request)."""
+    raw_key_field: str
+    """Raw input field that becomes ``key`` after staging."""
+    state_at_event_relation: str
+    """``schema.table`` of the point-in-time state: the snapshot's columns plus ``event_key``."""
+    event_key: str
+    """Key of the state-at-event model, equal to the features mart's key."""
+
+
+def entity_snapshots(manifest: dict[str, Any]) -> tuple[EntitySnapshot, ...]:
+    models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    found = []
+    for name, node in sorted(models.items()):
+        meta = (node["config"].get("meta") or {}).get("entity_snapshot")
+        if not meta:
+            continue
+        try:
+            at_event = models[meta["state_at_event_model"]]
+            found.append(EntitySnapshot(
+                model=name, key=meta["key"], raw_key_field=meta["raw_key_field"],
+                state_at_event_relation=f"{at_event['schema']}.{at_event['alias']}", event_key=meta["event_key"],
+            ))
+        except KeyError as exc:
+            raise FeatureSpecError(
+                f"model {name!r}: meta.entity_snapshot needs key, raw_key_field, state_at_event_model "
+                f"(an existing model) and event_key; missing or unknown {exc}"
+            ) from exc
+    return tuple(found)

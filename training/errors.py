@@ -11,3 +11,11 @@ class TrainingDataError(ValueError):
 
 class ExportError(RuntimeError):
     """The model could not be exported to ONNX faithfully; it is not bundled."""
+
+
+class UnservableFeatureError(ValueError):
+    """A feature's SQL cannot run at serving (other rows, clock, randomness, unfrozen tables)."""
+
+
+class ParityError(AssertionError):
+    """Serving features or scores differ from the warehouse's; the model must not be deployed."""

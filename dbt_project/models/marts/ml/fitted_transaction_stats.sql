@@ -15,7 +15,10 @@ final as (
         count(*) as count_training_rows,
         avg({{ log_amount('amount') }}) as log_amount_mean,
         stddev_pop({{ log_amount('amount') }}) as log_amount_std,
-        quantile_cont(greatest(amount, 0), 0.999) as amount_clip_max
+        quantile_cont(greatest(amount, 0), 0.999) as amount_clip_max,
+        {%- for q in amount_quantiles() %}
+        quantile_cont(amount, {{ q / 100 }}) as amount_p{{ q }}{{ "," if not loop.last }}
+        {%- endfor %}
     from training_window
 )
 

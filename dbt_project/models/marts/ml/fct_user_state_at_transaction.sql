@@ -1,0 +1,22 @@
+with
+
+timeline as (
+    select * from {{ ref('int_user_state__timeline') }}
+),
+
+final as (
+    select
+        state_key as transaction_id,
+        user_id,
+        state_at,
+        txn_count_24h,
+        txn_count_30d,
+        amount_sum_30d,
+        last_event_at,
+        known_countries,
+        known_devices
+    from timeline
+    where not is_probe
+)
+
+select * from final
