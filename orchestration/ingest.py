@@ -130,8 +130,9 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
             )
         new = [p for p in partitions if p.path.name not in logged]
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        con.executemany(
-            "insert into raw.ingestion_log values (?, ?, ?, ?, ?, ?)",
-            [(p.path.name, p.day, p.rows, p.sha256, now, run_id) for p in new],
-        )
+        if new:
+            con.executemany(
+                "insert into raw.ingestion_log values (?, ?, ?, ?, ?, ?)",
+                [(p.path.name, p.day, p.rows, p.sha256, now, run_id) for p in new],
+            )
     return partitions, new

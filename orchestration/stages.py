@@ -184,7 +184,9 @@ def _frozen_tables(ctx: RunContext) -> dict[str, Any]:
 
     relations = dbt_manifest.fitted_state_relations(ctx.state["manifest"])
     with duckdb.connect(str(ctx.cfg.warehouse), read_only=True) as con:
-        return {name: con.execute(f"select * from {rel}").fetch_arrow_table() for name, rel in sorted(relations.items())}
+        # Sorted, so the same warehouse contents always freeze into the same bytes.
+        return {name: con.execute(f"select * from {rel} order by all").fetch_arrow_table()
+                for name, rel in sorted(relations.items())}
 
 
 def _snapshot_info(tables: dict[str, Any], snapshots: tuple[dbt_manifest.EntitySnapshot, ...]) -> dict[str, dict[str, Any]]:

@@ -57,7 +57,7 @@ def check_serving_sql(sql: str, frozen_relations: Iterable[str], request_relatio
             elif name.startswith(FILE_READERS_PREFIX):
                 problems.append((_feature_of(node), f"{name.lower()}() (reads files)"))
         elif isinstance(node, exp.Table) and node.name and node.name not in allowed:
-            problems.append((_feature_of(node), f"table {node.sql('duckdb')} (not frozen into the bundle)"))
+            problems.append((_feature_of(node), f"table {exp.table_name(node)} (not frozen into the bundle)"))
     if problems:
         listed = "; ".join(f"feature {feature!r} uses {construct}" for feature, construct in problems)
         raise UnservableFeatureError(

@@ -69,3 +69,13 @@ def test_help_lists_the_stages() -> None:
     result = run_orchestrator("--help")
     assert result.returncode == 0
     assert "ingest" in result.stdout and "deploy" in result.stdout
+
+
+def test_rerun_on_the_same_data_reproduces_the_same_bundle(pipeline_run: PipelineRun) -> None:
+    before = read_champion(pipeline_run.registry)["bundle_id"]
+    result = run_orchestrator("--config", str(pipeline_run.config))
+    assert result.returncode == 0, result.stderr
+    assert '"new_partitions": 0' in result.stdout
+    after = read_champion(pipeline_run.registry)
+    # Same data, config, code and seed: byte-identical model and bundle, hence the same id.
+    assert after["bundle_id"] == before and after["previous_bundle_id"] == before

@@ -37,7 +37,8 @@ timeline as (
 
 -- Frames end just before the row's own timestamp ("exclude group"): simultaneous events do not
 -- see each other and no row sees itself or its future. Probes have no amount, so count(amount)
--- counts real events only.
+-- counts real events only. Amounts are summed as decimal cents: exact, so the sum does not
+-- depend on the order rows are combined in and every build gives the same bits.
 windowed as (
     select
         state_key,
@@ -46,7 +47,7 @@ windowed as (
         is_probe,
         count(amount) over last_24h as txn_count_24h,
         count(amount) over last_30d as txn_count_30d,
-        coalesce(sum(amount) over last_30d, 0) as amount_sum_30d,
+        cast(coalesce(sum(cast(amount as decimal(18, 2))) over last_30d, 0) as double) as amount_sum_30d,
         max(case when not is_probe then event_at end) over history as last_event_at
     from timeline
     window

@@ -5,6 +5,7 @@ transactions as (
 ),
 
 -- Fitted state sees the training window only, never validation, test or live data.
+-- Float aggregates are ordered so parallel execution cannot change their last bits.
 training_window as (
     select * from transactions
     where event_at < {{ split_boundary('train_end') }}
@@ -13,8 +14,8 @@ training_window as (
 final as (
     select
         count(*) as count_training_rows,
-        avg({{ log_amount('amount') }}) as log_amount_mean,
-        stddev_pop({{ log_amount('amount') }}) as log_amount_std,
+        avg({{ log_amount('amount') }} order by transaction_id) as log_amount_mean,
+        stddev_pop({{ log_amount('amount') }} order by transaction_id) as log_amount_std,
         quantile_cont(greatest(amount, 0), 0.999) as amount_clip_max,
         {%- for q in amount_quantiles() %}
         quantile_cont(amount, {{ q / 100 }}) as amount_p{{ q }}{{ "," if not loop.last }}
