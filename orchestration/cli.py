@@ -12,7 +12,8 @@ from pathlib import Path
 from orchestration import demo_data
 from orchestration.config import load_config
 from orchestration.errors import ConfigError, StageError
-from orchestration.stages import STAGES, RunContext, run_stages
+from orchestration.stages import STAGES, RunContext, run_record, run_stages
+from training import tracking
 
 
 def _echo(message: str) -> None:
@@ -31,9 +32,8 @@ def _summary(ctx: RunContext, done: list, seconds: float) -> str:
     ]
     for split in ("validation", "test"):
         if split in m:
-            s = m[split]
-            lines.append(f"  {split:<15} roc_auc {s['roc_auc']:.4f}  pr_auc {s['pr_auc']:.4f}  "
-                         f"precision {s['precision']:.3f}  recall {s['recall']:.3f}")
+            shown = {k: v for k, v in m[split].items() if k not in ("rows", "threshold", "positive_rate")}
+            lines.append(f"  {split:<15} " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     if "bundle_id" in ctx.state:
         lines.append(f"  deployed model  {ctx.state['bundle_id']}")
         lines.append(f"  bundle          {ctx.state['bundle_path']}")
@@ -54,6 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         done = run_stages(ctx, STAGES)
     except StageError as exc:
+        _track(ctx, str(exc))
         print(f"orchestrate: FAILED: {exc}", file=sys.stderr)
         print("orchestrate: nothing was deployed; the current champion (if any) is unchanged", file=sys.stderr)
         return 1
@@ -63,7 +64,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"orchestrate: FAILED with an internal error ({type(exc).__name__}): {exc}"
               + ("" if args.debug else " (rerun with --debug for the traceback)"), file=sys.stderr)
         return 1
+    _track(ctx, None)
     _echo(_summary(ctx, done, time.perf_counter() - started))
+    return 0
+
+
+def _track(ctx: RunContext, error: str | None) -> None:
+    record = run_record(ctx, error)
+    if record is not None:
+        tracking.record_run(ctx.cfg.warehouse, record)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"orchestrate runs: bad config: {exc}", file=sys.stderr)
+        return 2
+    if not cfg.warehouse.exists():
+        print(f"orchestrate runs: no warehouse at {cfg.warehouse}; run `python orchestrate.py` first", file=sys.stderr)
+        return 1
+    if args.compare:
+        try:
+            rows = tracking.compare_runs(cfg.warehouse, *args.compare)
+        except LookupError as exc:
+            print(f"orchestrate runs: {exc}", file=sys.stderr)
+            return 1
+        a, b = args.compare
+        width = max(len(k) for k, _, _ in rows)
+        _echo(f"{'':<{width}}  {a:<40}  {b}")
+        for key, va, vb in rows:
+            mark = " " if va == vb else "*"
+            _echo(f"{key:<{width}}{mark} {str(va)[:40]:<40}  {str(vb)[:40]}")
+        return 0
+    runs = tracking.list_runs(cfg.warehouse, args.limit)
+    if not runs:
+        _echo("no training runs recorded yet")
+        return 0
+    _echo(f"{'run_id':<12}  {'recorded_at':<19}  {'status':<24}  {'task':<10}  {'family':<22}  {'test metric':>11}  bundle")
+    for run_id, at, status, task, family, metric, bundle in runs:
+        shown = f"{metric:.4f}" if metric is not None else "-"
+        _echo(f"{run_id:<12}  {str(at)[:19]:<19}  {status[:24]:<24}  {task or '-':<10}  {family or '-':<22}  "
+              f"{shown:>11}  {(bundle or '-')[:12]}")
     return 0
 
 
@@ -94,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(parser)
     run = sub.add_parser("run", help="run every stage (the default command)")
     add_run_args(run)
+    runs = sub.add_parser("runs", help="list training runs, or compare two side by side")
+    runs.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
+    runs.add_argument("--limit", type=int, default=20, help="how many recent runs to list (default: 20)")
+    runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two runs (id prefixes work)")
     demo = sub.add_parser("demo-data", help="write seeded demo partitions to a landing folder")
     demo.add_argument("--landing", type=Path, default=Path("data/landing"), help="landing folder (default: data/landing)")
     demo.add_argument("--rows", type=int, default=1_000_000, help="number of transactions (default: 1000000)")
@@ -106,4 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo-data":
         return _cmd_demo_data(args)
+    if args.command == "runs":
+        return _cmd_runs(args)
     return _cmd_run(args)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import yaml
 
 from orchestration.errors import ConfigError
 
-TASKS = ("binary",)
+TASKS = ("binary", "multiclass", "regression")
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,16 @@ class Dbt:
 
 @dataclass(frozen=True)
 class Split:
-    """Time-based split by landing day."""
+    """Time-based split by landing day: by fractions of the days, or by explicit dates."""
 
     train_fraction: float = 0.70
     """Share of days used for training (and for fitted statistics)."""
     valid_fraction: float = 0.15
     """Share of days used for validation and the decision threshold; the rest is test."""
+    train_end: dt.date | None = None
+    """First validation day; set together with valid_end to override the fractions."""
+    valid_end: dt.date | None = None
+    """First test day."""
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,31 @@ class Model:
     """Model family and its hyperparameters."""
 
     family: str = "hist_gradient_boosting"
-    """Registered model family (see ``training.model.MODEL_FAMILIES``)."""
+    """hist_gradient_boosting, random_forest or linear (see ``training.model.MODEL_FAMILIES``)."""
     params: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the estimator."""
+    """Keyword arguments of the estimator; unknown ones are named when the model is built."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """Optional random hyperparameter search, scored on the validation split."""
+
+    enabled: bool = False
+    """Run the search before the final fit."""
+    time_budget_seconds: float = 60.0
+    """Stop starting new trials after this long."""
+    max_trials: int = 20
+    """Upper bound on trials."""
+    space: dict[str, Any] = field(default_factory=dict)
+    """Parameter -> list of candidate values; each trial draws one per parameter (seeded)."""
+
+
+@dataclass(frozen=True)
+class Training:
+    """How much data the fit may hold in memory."""
+
+    max_rows: int = 5_000_000
+    """Above this many training rows, train on a seeded, hash-based sample of this size."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +128,12 @@ class PipelineConfig:
     split: Split = Split()
     model: Model = Model()
     parity: Parity = Parity()
+    search: Search = Search()
+    training: Training = Training()
     task: str = "binary"
-    """binary (multiclass and regression come with the training issue)."""
+    """binary, multiclass or regression."""
+    label: str | None = None
+    """Label column of the features mart (meta role label); None takes the only one."""
     seed: int = 42
     """Seed for everything random in training."""
     source_text: str = ""
@@ -130,50 +163,73 @@ class PipelineConfig:
         return self.path(self.dbt.project_dir)
 
 
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the type hint ``hint``; name the key and the value when it does not fit."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and not isinstance(value, int)):
+            raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if hint is Path:
+        if isinstance(value, str) and value:
+            return Path(value)
+        raise ConfigError(f"{key}: expected a path string, got {value!r}")
+    if hint is dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(f"{key}: expected a date like 2026-02-12, got {value!r}") from None
+    if origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, list):
+            return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    raise TypeError(f"config field {key} has an unsupported type {hint}")  # a bug here, not in the config
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     """Build dataclass ``cls`` from a mapping, naming any unknown key or mistyped value."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("root", "source_text")}
-    unknown = sorted(set(data) - set(fields))
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.name not in ("root", "source_text")}
+    unknown = sorted(set(data) - fields, key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
-    values = {}
-    for name, value in data.items():
-        f = fields[name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        key = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(default):
-            values[name] = _build(type(default), value, key)
-        elif isinstance(default, Path):
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{key}: expected a path string, got {value!r}")
-            values[name] = Path(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{key}: expected true or false, got {value!r}")
-            values[name] = value
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(default, int) and not isinstance(value, int)):
-                raise ConfigError(f"{key}: expected {type(default).__name__}, got {value!r}")
-            values[name] = value
-        elif isinstance(default, str):
-            if not isinstance(value, str):
-                raise ConfigError(f"{key}: expected a string, got {value!r}")
-            values[name] = value
-        elif isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-            values[name] = value
-    return cls(**values)
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+    return cls(**{name: _convert(hints[name], value, f"{where}.{name}" if where else name)
+                  for name, value in data.items()})
 
 
 def _validate(cfg: PipelineConfig) -> None:
     if cfg.task not in TASKS:
         raise ConfigError(f"task: {cfg.task!r} is not supported; expected one of {TASKS}")
     s = cfg.split
+    if (s.train_end is None) != (s.valid_end is None):
+        raise ConfigError(f"split: set both train_end and valid_end, or neither (got {s.train_end}, {s.valid_end})")
+    if s.train_end is not None and s.valid_end is not None and not s.train_end < s.valid_end:
+        raise ConfigError(f"split: train_end ({s.train_end}) must be before valid_end ({s.valid_end})")
     if not (0 < s.train_fraction < 1 and 0 < s.valid_fraction < 1 and s.train_fraction + s.valid_fraction < 1):
         raise ConfigError(
             f"split: train_fraction ({s.train_fraction}) and valid_fraction ({s.valid_fraction}) must be in (0, 1) "
@@ -185,6 +241,13 @@ def _validate(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"parity: rows must be >= 1, feature_rtol in [0, 1e-3) and score_atol in [0, 1e-2); got {cfg.parity}"
         )
+    if cfg.training.max_rows < 100:
+        raise ConfigError(f"training.max_rows: must be at least 100, got {cfg.training.max_rows}")
+    if cfg.search.enabled and (cfg.search.max_trials < 1 or cfg.search.time_budget_seconds <= 0 or not cfg.search.space):
+        raise ConfigError("search: when enabled, needs max_trials >= 1, time_budget_seconds > 0 and a non-empty space")
+    bad_space = [k for k, v in cfg.search.space.items() if not isinstance(v, list) or not v]
+    if bad_space:
+        raise ConfigError(f"search.space: each parameter needs a non-empty list of candidates; bad: {bad_space}")
     if "." not in cfg.dbt.source:
         raise ConfigError(f"dbt.source: expected 'source_name.table', got {cfg.dbt.source!r}")
 

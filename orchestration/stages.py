@@ -30,10 +30,10 @@ from serving import registry
 from serving.bundle import load_bundle
 from training import dbt_manifest
 from training.bundle import bundle_manifest_fields, write_bundle
-from training.data import SplitBoundaries, data_fingerprint, read_features, to_dataset
-from training.export import check_export_parity, export_onnx
-from training.metrics import binary_metrics, choose_threshold
-from training.model import build_model, fit, predict_scores
+from training.data import Dataset, SplitBoundaries, data_fingerprint, read_features, to_dataset
+from training.metrics import PRIMARY_METRIC
+from training.run import TrainedModel, TrainingOptions, train
+from training.tracking import RunRecord
 from training.parity import ParityReport, check_parity, held_out_raw_rows
 from training.serving_sql import check_serving_sql
 
@@ -103,6 +103,8 @@ def _parse(ctx: RunContext) -> dict[str, Any]:
 
 
 def _split_boundaries(days: list[dt.date], cfg: PipelineConfig) -> SplitBoundaries:
+    if cfg.split.train_end and cfg.split.valid_end:
+        return SplitBoundaries(cfg.split.train_end, cfg.split.valid_end)
     first, n = min(days), (max(days) - min(days)).days + 1
     train_days = int(np.floor(n * cfg.split.train_fraction))
     valid_days = int(np.floor(n * (cfg.split.train_fraction + cfg.split.valid_fraction)))
@@ -132,21 +134,24 @@ def _dbt_build(ctx: RunContext) -> dict[str, Any]:
 
 
 def _train(ctx: RunContext) -> dict[str, Any]:
-    spec = ctx.state["spec"]
-    table = read_features(ctx.cfg.warehouse, spec)
-    data = to_dataset(table, spec, ctx.state["split"])
-    model = build_model(ctx.cfg.model.family, ctx.cfg.model.params, ctx.cfg.seed)
-    ctx.echo(f"fitting {ctx.cfg.model.family} on {int(data.train.sum()):,} rows x {len(spec.features)} features")
-    fit(model, data.X[data.train], data.y[data.train])
-    onnx_bytes = export_onnx(model, len(spec.features))
-    parity = check_export_parity(model, onnx_bytes, data.X[data.test])
-    if not parity.passed:
-        raise StageError(
-            f"ONNX export is not faithful on the test split: {parity.label_mismatches} label mismatches, "
-            f"max probability difference {parity.max_abs_probability_diff:.2e} (tolerance {parity.tolerance:.0e})"
-        )
-    ctx.state.update(data=data, model=model, onnx=onnx_bytes, export_parity=parity)
-    return {"train_rows": int(data.train.sum()), "onnx_bytes": len(onnx_bytes)}
+    cfg, spec = ctx.cfg, ctx.state["spec"]
+    table, total = read_features(cfg.warehouse, spec, max_rows=cfg.training.max_rows, seed=cfg.seed)
+    if table.num_rows < total:
+        ctx.echo(f"{total:,} feature rows exceed training.max_rows ({cfg.training.max_rows:,}): "
+                 f"training on a seeded sample of {table.num_rows:,}")
+    data = to_dataset(table, spec, ctx.state["split"], cfg.task, sampled_from=total if table.num_rows < total else None)
+    search = cfg.search
+    if search.enabled:
+        ctx.echo(f"hyperparameter search: up to {search.max_trials} trials or {search.time_budget_seconds:g}s")
+    ctx.echo(f"fitting {cfg.model.family} ({cfg.task}) on {int(data.train.sum()):,} rows x {len(spec.features)} features")
+    trained = train(data, TrainingOptions(
+        task=cfg.task, family=cfg.model.family, params=cfg.model.params, seed=cfg.seed,
+        search_space=search.space if search.enabled else {}, search_max_trials=search.max_trials,
+        search_time_budget_seconds=search.time_budget_seconds,
+    ))
+    ctx.state.update(data=data, trained=trained)
+    return {"train_rows": int(data.train.sum()), "onnx_bytes": len(trained.onnx),
+            **{f"{k}_s": round(v, 2) for k, v in trained.durations.items()}}
 
 
 def _code_version(root: Path) -> dict[str, Any]:
@@ -158,6 +163,25 @@ def _code_version(root: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
+def run_record(ctx: RunContext, error: str | None = None) -> RunRecord | None:
+    """The tracking record of this run, or None when it failed before a model was trained."""
+    trained: TrainedModel | None = ctx.state.get("trained")
+    if trained is None:
+        return None
+    return RunRecord(
+        run_id=ctx.run_id,
+        status="succeeded" if error is None else f"failed at {ctx.state.get('current_stage')}",
+        lineage=_lineage(ctx),
+        metrics=trained.metrics,
+        search=None if trained.search is None else {"metric": trained.search.metric, "trials": trained.search.trials},
+        durations={**ctx.state.get("durations", {}), **{f"train.{k}": v for k, v in trained.durations.items()}},
+        task=ctx.cfg.task,
+        onnx_sha256=trained.onnx_sha256,
+        bundle_id=ctx.state.get("bundle_id"),
+        error=error,
+    )
+
+
 def _lineage(ctx: RunContext) -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
@@ -166,13 +190,19 @@ def _lineage(ctx: RunContext) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     split: SplitBoundaries = ctx.state["split"]
+    trained: TrainedModel | None = ctx.state.get("trained")
+    data: Dataset | None = ctx.state.get("data")
     return {
-        "data_fingerprint": ctx.state["fingerprint"],
+        "task": ctx.cfg.task,
+        "data_fingerprint": ctx.state.get("fingerprint"),
         "dbt_manifest_sha256": dbt_manifest.manifest_digest(ctx.state["manifest"]),
         "code_version": _code_version(Path(__file__).resolve().parent.parent),
         "packages": versions,
         "config_sha256": hashlib.sha256(ctx.cfg.source_text.encode()).hexdigest(),
-        "model": {"family": ctx.cfg.model.family, "params": ctx.cfg.model.params},
+        "model": {"family": ctx.cfg.model.family, "params": trained.params if trained else ctx.cfg.model.params},
+        "search": None if not trained or not trained.search else
+                  {"metric": trained.search.metric, "trials": trained.search.trials, "stopped_by": trained.search.stopped_by},
+        "training_rows_sampled_from": data.sampled_from if data else None,
         "seed": ctx.cfg.seed,
         "split": {"train_end": split.train_end.isoformat(), "valid_end": split.valid_end.isoformat()},
         "feature_meta": ctx.state["spec"].feature_meta,
@@ -199,15 +229,8 @@ def _snapshot_info(tables: dict[str, Any], snapshots: tuple[dbt_manifest.EntityS
 
 
 def _evaluate(ctx: RunContext) -> dict[str, Any]:
-    data, model, spec = ctx.state["data"], ctx.state["model"], ctx.state["spec"]
-    scores = {name: predict_scores(model, data.X[mask]) for name, mask in
-              (("train", data.train), ("validation", data.valid), ("test", data.test))}
-    threshold = choose_threshold(data.y[data.valid], scores["validation"])
-    metrics = {name: binary_metrics(data.y[mask], scores[name], threshold) for name, mask in
-               (("train", data.train), ("validation", data.valid), ("test", data.test))}
-    parity = ctx.state["export_parity"]
-    metrics["export_parity"] = {"rows": parity.rows, "max_abs_probability_diff": parity.max_abs_probability_diff,
-                                "label_mismatches": parity.label_mismatches}
+    spec, trained = ctx.state["spec"], ctx.state["trained"]
+    metrics = trained.metrics
 
     serving_sql = compile_inline(ctx.dbt(), "{{ " + ctx.cfg.dbt.serving_macro + "() }}")
     tables = _frozen_tables(ctx)
@@ -216,14 +239,15 @@ def _evaluate(ctx: RunContext) -> dict[str, Any]:
     snapshots = dbt_manifest.entity_snapshots(ctx.state["manifest"])
     bundle_id, path = write_bundle(
         registry.bundles_dir(ctx.cfg.registry),
-        model_bytes=ctx.state["onnx"],
+        model_bytes=trained.onnx,
         serving_sql=serving_sql,
         tables=tables,
         manifest=bundle_manifest_fields(
             task=ctx.cfg.task,
             feature_names=spec.features,
             input_schema=ctx.state["input_schema"],
-            threshold=threshold,
+            threshold=trained.threshold,
+            classes=trained.classes,
             metrics=metrics,
             lineage=_lineage(ctx),
             entity_snapshots=_snapshot_info(tables, snapshots),
@@ -234,8 +258,8 @@ def _evaluate(ctx: RunContext) -> dict[str, Any]:
     ctx.echo(report.describe())
     if not report.passed:
         raise StageError(f"candidate {bundle_id[:12]} is not deployed: {report.describe()}")
-    return {"bundle_id": bundle_id[:12], "test_roc_auc": round(metrics["test"]["roc_auc"], 4),
-            "test_pr_auc": round(metrics["test"]["pr_auc"], 4), "parity_rows": report.rows}
+    metric = PRIMARY_METRIC[ctx.cfg.task]
+    return {"bundle_id": bundle_id[:12], f"test_{metric}": round(metrics["test"][metric], 4), "parity_rows": report.rows}
 
 
 def _parity(ctx: RunContext, bundle_path: Path, snapshots: tuple[dbt_manifest.EntitySnapshot, ...]) -> ParityReport:
@@ -263,10 +287,10 @@ STAGES: tuple[Stage, ...] = (
           ("<landing files>", "manifest"), ("<raw.ingestion_log>", "split"), _ingest),
     Stage("dbt_build", "dbt build: staging, fitted statistics, features mart and their tests",
           ("<landing files>", "<dbt project>", "split"), ("<warehouse>", "fingerprint"), _dbt_build),
-    Stage("train", "fit the model on the training days and export ONNX (parity-checked)",
-          ("<warehouse>", "spec", "split"), ("model", "onnx", "data"), _train),
-    Stage("evaluate", "metrics, threshold, model bundle, and the parity check of held-out raw rows",
-          ("model", "onnx", "data", "manifest", "fingerprint"), ("bundle_id", "<bundle>"), _evaluate),
+    Stage("train", "fit (after an optional search) on the training days, export ONNX, check it, measure",
+          ("<warehouse>", "spec", "split"), ("trained", "data"), _train),
+    Stage("evaluate", "write the model bundle, then the parity check of held-out raw rows",
+          ("trained", "manifest", "fingerprint"), ("bundle_id", "<bundle>"), _evaluate),
     Stage("deploy", "make the bundle the registry's champion (atomic pointer swap)",
           ("bundle_id",), ("<registry champion>",), _deploy),
 )
@@ -278,6 +302,7 @@ def run_stages(ctx: RunContext, stages: tuple[Stage, ...] = STAGES) -> list[tupl
     for stage in stages:
         ctx.echo(f"[{stage.name}] {stage.description}")
         started = time.perf_counter()
+        ctx.state["current_stage"] = stage.name
         try:
             summary = stage.run(ctx)
         except StageError as exc:
@@ -285,6 +310,7 @@ def run_stages(ctx: RunContext, stages: tuple[Stage, ...] = STAGES) -> list[tupl
         except (ValueError, RuntimeError, LookupError, OSError) as exc:
             raise StageError(f"stage {stage.name!r} failed: {exc}") from exc
         seconds = time.perf_counter() - started
+        ctx.state.setdefault("durations", {})[stage.name] = seconds
         done.append((stage.name, seconds, summary))
         ctx.echo(f"[{stage.name}] done in {seconds:.1f}s " + json.dumps(summary, default=str))
     return done

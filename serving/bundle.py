@@ -52,7 +52,7 @@ class BundleManifest:
     bundle_id: str
     """sha256 of the bundle's contents (see ``content_digest``)."""
     task: str
-    """``binary`` for now."""
+    """``binary``, ``multiclass`` or ``regression``."""
     feature_names: tuple[str, ...]
     """Feature columns in model input order."""
     input_schema: tuple[InputField, ...]
@@ -60,7 +60,9 @@ class BundleManifest:
     frozen_tables: dict[str, str]
     """Relation name used by serving.sql -> Parquet file in the bundle."""
     threshold: float
-    """Score at or above which the label is positive (chosen on validation)."""
+    """Binary: score at or above which the label is positive (chosen on validation)."""
+    classes: list[Any] | None = None
+    """Classification: class labels in the order of the model's probability columns."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """Evaluation metrics by split."""
     lineage: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +81,7 @@ class BundleManifest:
             "input_schema": [f.__dict__ for f in self.input_schema],
             "frozen_tables": dict(sorted(self.frozen_tables.items())),
             "threshold": self.threshold,
+            "classes": self.classes,
             "metrics": self.metrics,
             "lineage": self.lineage,
             "gates": self.gates,
@@ -105,6 +108,7 @@ class BundleManifest:
                 input_schema=schema,
                 frozen_tables=dict(data["frozen_tables"]),
                 threshold=float(data["threshold"]),
+                classes=data.get("classes"),
                 metrics=dict(data.get("metrics", {})),
                 lineage=dict(data.get("lineage", {})),
                 gates=list(data.get("gates", [])),

@@ -21,17 +21,33 @@ from serving.schema import arrow_to_request_table, records_to_table
 
 @dataclass(frozen=True)
 class Predictions:
-    """Scores for a batch, in request order."""
+    """Model outputs for a batch, in request order."""
 
     model_id: str
-    """Bundle id of the model that produced these scores."""
+    """Bundle id of the model that produced these outputs."""
+    task: str
+    """binary, multiclass or regression."""
     scores: np.ndarray
-    """Probability of the positive class, float32."""
-    labels: np.ndarray
-    """1 where score >= the bundle's threshold, else 0."""
+    """Binary: positive-class probability (n,); multiclass: probabilities (n, classes);
+    regression: predictions (n,)."""
+    labels: np.ndarray | None
+    """Binary: 1 where score >= the bundle's threshold; multiclass: the likeliest class; regression: None."""
+    classes: list[Any] | None = None
+    """Multiclass: class of each probability column."""
 
     def to_records(self) -> list[dict[str, Any]]:
+        if self.task == "regression":
+            return [{"prediction": float(v)} for v in self.scores]
+        if self.task == "multiclass":
+            assert self.labels is not None and self.classes is not None
+            return [{"label": _plain(l), "probabilities": {str(c): float(p) for c, p in zip(self.classes, row)}}
+                    for l, row in zip(self.labels, self.scores)]
+        assert self.labels is not None
         return [{"score": float(s), "label": int(l)} for s, l in zip(self.scores, self.labels)]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
 
 
 def _session(model_bytes: bytes) -> ort.InferenceSession:
@@ -99,16 +115,24 @@ class Predictor:
         return self._engine.features_table(self.request_table(records))
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        """Positive-class probability for an already-computed float32 feature matrix."""
-        probabilities = self._session.run([self._output_name], {self._input_name: matrix})[0]
-        return np.asarray(probabilities)[:, 1].astype(np.float32)
+        """The task's scores (see ``Predictions.scores``) for an already-computed float32 feature matrix."""
+        output = np.asarray(self._session.run([self._output_name], {self._input_name: matrix})[0])
+        if self.manifest.task == "binary":
+            return output[:, 1]
+        return output.reshape(-1) if self.manifest.task == "regression" else output
 
     def predict(self, records: Sequence[Mapping[str, Any]] | pa.Table | Any) -> Predictions:
         """Validate, compute features with the bundle's SQL, and score."""
         features = self.features(records)
         scores = self.score_matrix(self._engine.feature_matrix(features))
-        labels = (scores >= self.manifest.threshold).astype(np.int8)
-        return Predictions(self.model_id, scores, labels)
+        task, classes = self.manifest.task, self.manifest.classes
+        if task == "binary":
+            labels: np.ndarray | None = (scores >= self.manifest.threshold).astype(np.int8)
+        elif task == "multiclass":
+            labels = np.asarray(classes, dtype=object)[np.argmax(scores, axis=1)]
+        else:
+            labels = None
+        return Predictions(self.model_id, task, scores, labels, classes if task == "multiclass" else None)
 
     def close(self) -> None:
         self._engine.close()

@@ -33,21 +33,56 @@ class Dataset:
     X: np.ndarray
     """float32 features in model order; the same dtype the ONNX model takes."""
     y: np.ndarray
+    """int 0/1 (binary), class labels (multiclass) or float (regression)."""
     train: np.ndarray
     valid: np.ndarray
     test: np.ndarray
+    classes: np.ndarray | None = None
+    """Sorted class labels seen in training (classification), else None."""
+    sampled_from: int | None = None
+    """Rows in the features mart when training used a sample of them, else None."""
 
 
 def connect_read_only(warehouse: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(warehouse), read_only=True)
 
 
-def read_features(warehouse: Path, spec: FeatureSpec) -> pa.Table:
+def read_features(warehouse: Path, spec: FeatureSpec, *, max_rows: int, seed: int) -> tuple[pa.Table, int]:
+    """The mart as Arrow, in (timestamp, key) order, and its full row count.
+
+    Above ``max_rows`` rows, a sample of about ``max_rows`` is read: rows whose hash of (key,
+    seed) falls below the sampling fraction. Hash-based, so the same data and seed give the same
+    sample whatever DuckDB's thread count, and every split is sampled at the same rate.
+    """
     columns = ", ".join(f'"{c}"' for c in (spec.key, spec.timestamp, *spec.features, spec.label))
     with connect_read_only(warehouse) as con:
-        return con.execute(
-            f"select {columns} from {spec.relation} order by \"{spec.timestamp}\", \"{spec.key}\""
+        total = con.execute(f"select count(*) from {spec.relation}").fetchone()[0]
+        where = ""
+        if total > max_rows:
+            buckets = 1_000_000
+            where = f'where hash("{spec.key}", {int(seed)}) % {buckets} < {int(buckets * max_rows / total)}'
+        table = con.execute(
+            f'select {columns} from {spec.relation} {where} order by "{spec.timestamp}", "{spec.key}"'
         ).fetch_arrow_table()
+    return table, total
+
+
+def _labels(table: pa.Table, spec: FeatureSpec, task: str) -> np.ndarray:
+    column = table.column(spec.label)
+    if column.null_count:
+        raise TrainingDataError(
+            f"{spec.relation}.{spec.label}: {column.null_count} null labels; filter or fix them in dbt "
+            "(training never drops rows silently)"
+        )
+    values = column.to_numpy(zero_copy_only=False)
+    if task == "regression":
+        return values.astype(np.float64)
+    if task == "binary":
+        unique = set(np.unique(values).tolist())
+        if not unique <= {0, 1, True, False}:
+            raise TrainingDataError(f"{spec.relation}.{spec.label}: binary labels must be 0/1 or boolean, found {sorted(unique)[:5]}")
+        return values.astype(np.int64)
+    return values
 
 
 def data_fingerprint(warehouse: Path, spec: FeatureSpec) -> dict[str, object]:
@@ -62,13 +97,15 @@ def data_fingerprint(warehouse: Path, spec: FeatureSpec) -> dict[str, object]:
             "first_event": str(first), "last_event": str(last)}
 
 
-def to_dataset(table: pa.Table, spec: FeatureSpec, split: SplitBoundaries) -> Dataset:
+def to_dataset(table: pa.Table, spec: FeatureSpec, split: SplitBoundaries, task: str = "binary",
+               sampled_from: int | None = None) -> Dataset:
     if table.num_rows == 0:
         raise TrainingDataError(f"{spec.relation} is empty; nothing to train on")
-    X = np.column_stack(
-        [table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in spec.features]
-    ).astype(np.float32)
-    y = table.column(spec.label).to_numpy(zero_copy_only=False).astype(np.int64)
+    # One float32 matrix filled column by column from Arrow: the only copy training needs.
+    X = np.empty((table.num_rows, len(spec.features)), dtype=np.float32)
+    for j, f in enumerate(spec.features):
+        X[:, j] = table.column(f).to_numpy(zero_copy_only=False)
+    y = _labels(table, spec, task)
     ts = table.column(spec.timestamp).to_numpy(zero_copy_only=False).astype("datetime64[us]")
     train_end = np.datetime64(split.train_end.isoformat(), "us")
     valid_end = np.datetime64(split.valid_end.isoformat(), "us")
@@ -80,7 +117,13 @@ def to_dataset(table: pa.Table, spec: FeatureSpec, split: SplitBoundaries) -> Da
                 f"the {name} split is empty (train before {split.train_end}, validation before "
                 f"{split.valid_end}, data from {ts.min()} to {ts.max()}); widen the data or change `split` in the config"
             )
-        if len(np.unique(y[mask])) < 2:
+        if task != "regression" and len(np.unique(y[mask])) < 2:
             raise TrainingDataError(f"the {name} split has only one class of {spec.label!r}; it cannot be trained or evaluated")
+    classes = np.unique(y[train]) if task != "regression" else None
+    if classes is not None:
+        unseen = sorted(set(np.unique(y[~train]).tolist()) - set(classes.tolist()))
+        if unseen:
+            raise TrainingDataError(f"classes {unseen[:5]} of {spec.label!r} appear after the training days only; "
+                                    "the model could never predict them. Widen the training window.")
     keys = table.column(spec.key).to_numpy(zero_copy_only=False)
-    return Dataset(keys, ts, X, y, train, valid, test)
+    return Dataset(keys, ts, X, y, train, valid, test, classes, sampled_from)

@@ -59,7 +59,8 @@ def _model_node(manifest: dict[str, Any], name: str) -> dict[str, Any]:
     return nodes[0]
 
 
-def feature_spec(manifest: dict[str, Any], model: str) -> FeatureSpec:
+def feature_spec(manifest: dict[str, Any], model: str, label: str | None = None) -> FeatureSpec:
+    """The mart's roles; ``label`` picks one of several ``meta.role: label`` columns."""
     node = _model_node(manifest, model)
     by_role: dict[str, list[str]] = {}
     meta: dict[str, dict[str, Any]] = {}
@@ -72,6 +73,11 @@ def feature_spec(manifest: dict[str, Any], model: str) -> FeatureSpec:
         by_role.setdefault(role, []).append(name)
         if role == "feature":
             meta[name] = {**col.get("meta", {}), "description": col.get("description", ""), "data_type": col.get("data_type")}
+    labels = by_role.get("label", [])
+    if label is not None:
+        if label not in labels:
+            raise FeatureSpecError(f"model {model!r}: config label {label!r} is not one of its label columns {labels}")
+        by_role["label"] = [label]
     for role in ("key", "timestamp", "label"):
         if len(by_role.get(role, [])) != 1:
             raise FeatureSpecError(

@@ -1,11 +1,13 @@
 """The HTTP server, started with its documented command, on loopback."""
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,11 +24,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(pipeline_run: PipelineRun) -> Iterator[str]:
+@contextlib.contextmanager
+def running_server(registry: Path) -> Iterator[str]:
+    """The documented server command on a free loopback port; yields its base URL once ready."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--registry", str(pipeline_run.registry), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "serving", "--registry", str(registry), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -43,9 +46,17 @@ def server(pipeline_run: PipelineRun) -> Iterator[str]:
     else:
         proc.kill()
         pytest.fail("server not ready within 60 s")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(pipeline_run: PipelineRun) -> Iterator[str]:
+    with running_server(pipeline_run.registry) as base:
+        yield base
 
 
 def test_health_ready_and_metadata(server: str, pipeline_run: PipelineRun) -> None:
