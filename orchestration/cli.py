@@ -9,10 +9,13 @@ import traceback
 import uuid
 from pathlib import Path
 
-from orchestration import demo_data
+from orchestration import demo_data, promotion
 from orchestration.config import load_config
 from orchestration.errors import ConfigError, StageError
-from orchestration.stages import STAGES, RunContext, run_record, run_stages
+from orchestration.context import RunContext
+from orchestration.release import run_record
+from orchestration.stages import STAGES, run_stages
+from serving.errors import RegistryError
 from training import tracking
 
 
@@ -109,6 +112,25 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_registry(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"orchestrate {args.command}: bad config: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "promote":
+            record = promotion.manual_promote(cfg, args.bundle_id, args.reason)
+        else:
+            record = promotion.rollback(cfg, args.reason)
+    except RegistryError as exc:
+        print(f"orchestrate {args.command}: {exc}", file=sys.stderr)
+        return 1
+    _echo(f"champion is now {record['bundle_id']} (was {record['previous_bundle_id'] or 'none'}); "
+          f"recorded: by {record['by']}, reason: {record['reason']}")
+    return 0
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     try:
         opts = demo_data.DemoDataOptions(rows=args.rows, days=args.days, seed=args.seed)
@@ -140,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
     runs.add_argument("--limit", type=int, default=20, help="how many recent runs to list (default: 20)")
     runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two runs (id prefixes work)")
+    prom = sub.add_parser("promote", help="make a bundle (or a kept candidate) the champion: a recorded manual override")
+    prom.add_argument("bundle_id", help="bundle id or a unique prefix of it")
+    prom.add_argument("--reason", required=True, help="why; recorded in the promotion history")
+    prom.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
+    back = sub.add_parser("rollback", help="restore the previous champion (recorded)")
+    back.add_argument("--reason", default="manual rollback", help="why; recorded in the promotion history")
+    back.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
     demo = sub.add_parser("demo-data", help="write seeded demo partitions to a landing folder")
     demo.add_argument("--landing", type=Path, default=Path("data/landing"), help="landing folder (default: data/landing)")
     demo.add_argument("--rows", type=int, default=1_000_000, help="number of transactions (default: 1000000)")
@@ -154,4 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_demo_data(args)
     if args.command == "runs":
         return _cmd_runs(args)
+    if args.command in ("promote", "rollback"):
+        return _cmd_registry(args)
     return _cmd_run(args)

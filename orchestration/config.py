@@ -117,6 +117,40 @@ class Parity:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """A known-difficult slice of the scored holdout, with its own metric thresholds."""
+
+    name: str
+    """Shown in the gate report."""
+    where: str | None = None
+    """SQL predicate over the holdout's columns (features, label, ``score``), e.g. ``is_night = 1``."""
+    by: str | None = None
+    """Or a column: one slice per distinct value (e.g. every merchant category)."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Metric -> minimum (maximum for rmse, mae, log_loss, brier)."""
+    min_rows: int = 200
+    """Slices with fewer rows (or a single class) are reported as not evaluable and do not block."""
+
+
+@dataclass(frozen=True)
+class Gates:
+    """What a candidate must pass before it is deployed."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Validation metric -> minimum (maximum for rmse, mae, log_loss, brier)."""
+    slices: tuple[Slice, ...] = ()
+    """Per-slice thresholds on the scored test holdout."""
+    max_model_bytes: int = 50_000_000
+    """Budget for model.onnx."""
+    max_p99_latency_ms: float = 50.0
+    """Budget for p99 of single-record predict through the full serving path, on this machine."""
+    latency_samples: int = 300
+    """Single-record predictions timed for the latency gate."""
+    regression_tolerance: float = 0.005
+    """How much worse than the champion (primary metric, same holdout) a candidate may be."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The whole pipeline config."""
 
@@ -130,6 +164,7 @@ class PipelineConfig:
     parity: Parity = Parity()
     search: Search = Search()
     training: Training = Training()
+    gates: Gates = Gates()
     task: str = "binary"
     """binary, multiclass or regression."""
     label: str | None = None
@@ -248,6 +283,9 @@ def _validate(cfg: PipelineConfig) -> None:
     bad_space = [k for k, v in cfg.search.space.items() if not isinstance(v, list) or not v]
     if bad_space:
         raise ConfigError(f"search.space: each parameter needs a non-empty list of candidates; bad: {bad_space}")
+    for i, sl in enumerate(cfg.gates.slices):
+        if (sl.where is None) == (sl.by is None) or not sl.thresholds:
+            raise ConfigError(f"gates.slices[{i}] ({sl.name!r}): set exactly one of `where` or `by`, and some `thresholds`")
     if "." not in cfg.dbt.source:
         raise ConfigError(f"dbt.source: expected 'source_name.table', got {cfg.dbt.source!r}")
 

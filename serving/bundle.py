@@ -7,6 +7,7 @@ Layout::
         model.onnx         the model; takes the feature vector (float32) in model order
         serving.sql        feature SQL compiled by dbt: raw request fields -> feature vector
         tables/*.parquet   fitted statistics frozen from the warehouse (training window only)
+        gate_report.json   (added after sealing) the gates' verdicts; not part of the id
 
 The bundle id is the sha256 of every file's bytes plus the manifest without its id, so the same
 contents always get the same id and any change (a corrupt file, an edited statistic) is caught
@@ -15,8 +16,10 @@ on load. Only the files the manifest names are read: no pickle, no code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
 SQL_FILE = "serving.sql"
+# Gate results are measured after the bundle is sealed (latency differs run to run), so they sit
+# beside the content the id covers rather than inside it.
+GATE_REPORT = "gate_report.json"
 INPUT_TYPES = ("string", "double", "integer", "boolean", "timestamp")
 
 
@@ -155,7 +161,7 @@ def load_bundle(path: Path) -> Bundle:
     manifest = BundleManifest.from_json(raw, path)
 
     expected = {MODEL_FILE, SQL_FILE, *manifest.frozen_tables.values()}
-    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {MANIFEST}
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {MANIFEST, GATE_REPORT}
     if missing := expected - present:
         raise BundleError(f"{path}: bundle is missing {sorted(missing)}")
     if extra := present - expected:
@@ -168,6 +174,11 @@ def load_bundle(path: Path) -> Bundle:
             f"{path}: contents do not match bundle id {manifest.bundle_id[:12]} (digest {digest[:12]}); "
             "the bundle was modified or is corrupt. Rebuild it with `python orchestrate.py`."
         )
+    if (path / GATE_REPORT).is_file():
+        try:
+            manifest = dataclasses.replace(manifest, gates=json.loads((path / GATE_REPORT).read_text()))
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{path / GATE_REPORT}: unreadable gate report: {exc}") from exc
     tables = {}
     for name, rel in manifest.frozen_tables.items():
         try:
@@ -175,3 +186,10 @@ def load_bundle(path: Path) -> Bundle:
         except pa.ArrowException as exc:
             raise BundleError(f"{path / rel}: frozen table {name!r} is not readable Parquet: {exc}") from exc
     return Bundle(path, manifest, files[MODEL_FILE], files[SQL_FILE].decode(), tables)
+
+
+def write_gate_report(path: Path, results: list[dict[str, Any]]) -> None:
+    """Write (atomically replace) the gate report beside a sealed bundle."""
+    tmp = path / f".{GATE_REPORT}.tmp"
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path / GATE_REPORT)

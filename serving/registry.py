@@ -2,7 +2,8 @@
 
 Layout::
 
-    <registry>/bundles/<bundle_id>/   immutable bundles
+    <registry>/bundles/<bundle_id>/   immutable bundles that passed their gates
+    <registry>/candidates/<id>/       candidates being gated, and those that failed (kept for inspection)
     <registry>/champion.json          {"bundle_id": ..., "promoted_at": ..., "by": ..., "reason": ...}
     <registry>/history.jsonl          one line per promotion, appended
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,39 @@ from serving.errors import RegistryError
 POINTER = "champion.json"
 HISTORY = "history.jsonl"
 BUNDLES = "bundles"
+CANDIDATES = "candidates"
 
 
 def bundles_dir(registry: Path) -> Path:
     return registry / BUNDLES
+
+
+def candidates_dir(registry: Path) -> Path:
+    return registry / CANDIDATES
+
+
+def publish_candidate(registry: Path, bundle_id: str) -> Path:
+    """Move a gated candidate into ``bundles/`` (one atomic rename) and return its path there."""
+    final = bundles_dir(registry) / bundle_id
+    candidate = candidates_dir(registry) / bundle_id
+    if final.is_dir():
+        if candidate.is_dir():
+            shutil.rmtree(candidate)  # same contents already published
+        return final
+    if not candidate.is_dir():
+        raise RegistryError(f"no candidate {bundle_id[:12]} in {candidates_dir(registry)}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(candidate, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def read_history(registry: Path) -> list[dict[str, Any]]:
+    """Every promotion, oldest first."""
+    path = registry / HISTORY
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def read_champion(registry: Path) -> dict[str, Any] | None:
@@ -64,8 +96,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def promote(registry: Path, bundle_id: str, *, by: str, reason: str) -> dict[str, Any]:
-    """Make ``bundle_id`` the champion (atomically) and append the promotion to the history."""
+def promote(registry: Path, bundle_id: str, *, by: str, reason: str,
+            before_replace: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Make ``bundle_id`` the champion (atomically) and append the promotion to the history.
+
+    ``before_replace`` runs after the new pointer is written and synced, just before it replaces
+    the old one (tests use it to kill the process at the most delicate moment).
+    """
     if not (bundles_dir(registry) / bundle_id / MANIFEST).is_file():
         raise RegistryError(f"cannot promote {bundle_id[:12]}: no such bundle in {bundles_dir(registry)}")
     previous = read_champion(registry)
@@ -76,11 +113,15 @@ def promote(registry: Path, bundle_id: str, *, by: str, reason: str) -> dict[str
         "by": by,
         "reason": reason,
     }
+    for stale in registry.glob(f".{POINTER}.*.tmp"):  # left by a writer killed mid-promotion
+        stale.unlink(missing_ok=True)
     tmp = registry / f".{POINTER}.{os.getpid()}.tmp"
     with open(tmp, "w") as fh:
         json.dump(record, fh, indent=2)
         fh.flush()
         os.fsync(fh.fileno())
+    if before_replace is not None:
+        before_replace()
     os.replace(tmp, registry / POINTER)
     _fsync_dir(registry)
     with open(registry / HISTORY, "a") as fh:

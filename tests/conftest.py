@@ -24,6 +24,9 @@ def write_config(root: Path, **overrides: object) -> Path:
         "demo_data": {"generate_if_empty": True, "rows": SMALL_ROWS, "days": SMALL_DAYS, "seed": 7},
         "dbt": {"project_dir": str(REPO / "dbt_project")},
         "model": {"family": "hist_gradient_boosting", "params": {"max_iter": 40, "max_leaf_nodes": 15}},
+        # Functional tests share 2 cores with other tests; latency is measured in bench/, and the
+        # latency gate's blocking is tested on its own with a tiny budget.
+        "gates": {"max_p99_latency_ms": 5000, "latency_samples": 50},
     }
     for key, value in overrides.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value

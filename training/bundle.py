@@ -22,11 +22,12 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def write_bundle(bundles_dir: Path, *, model_bytes: bytes, serving_sql: str, tables: dict[str, pa.Table],
-                 manifest: BundleManifest) -> tuple[str, Path]:
+                 manifest: BundleManifest, existing: tuple[Path, ...] = ()) -> tuple[str, Path]:
     """Write the bundle under ``bundles_dir/<bundle_id>`` and return (bundle_id, path).
 
     ``manifest.bundle_id`` and ``manifest.frozen_tables`` are filled in here. Writing the same
-    contents twice yields the same id and leaves the existing bundle untouched.
+    contents twice yields the same id and leaves the existing bundle untouched; so does finding
+    it already in one of the ``existing`` folders (e.g. published bundles), whose path is returned.
     """
     files = {MODEL_FILE: model_bytes, SQL_FILE: serving_sql.encode()}
     frozen = {}
@@ -37,9 +38,13 @@ def write_bundle(bundles_dir: Path, *, model_bytes: bytes, serving_sql: str, tab
     body = BundleManifest(**{**manifest.__dict__, "bundle_id": "", "frozen_tables": frozen}).to_json()
     body.pop("bundle_id")
     bundle_id = content_digest(files, body)
+    for folder in existing:
+        if (folder / bundle_id / MANIFEST).is_file():
+            return bundle_id, folder / bundle_id
     final = bundles_dir / bundle_id
     if (final / MANIFEST).is_file():
         return bundle_id, final
+    bundles_dir.mkdir(parents=True, exist_ok=True)
     tmp = bundles_dir / f".tmp-{uuid.uuid4().hex}"
     try:
         for rel, data in files.items():

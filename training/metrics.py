@@ -9,7 +9,8 @@ from sklearn.metrics import (average_precision_score, brier_score_loss, f1_score
 
 # Metric the search optimises and the gates compare, by task.
 PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
-HIGHER_IS_BETTER = {"roc_auc": True, "macro_f1": True, "rmse": False}
+# Every other metric is better when higher.
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss", "brier"})
 
 
 def choose_threshold(y: np.ndarray, scores: np.ndarray) -> float:
@@ -73,4 +74,4 @@ def task_metrics(task: str, y: np.ndarray, output: np.ndarray, *, classes: np.nd
 
 
 def is_better(metric: str, candidate: float, reference: float) -> bool:
-    return candidate > reference if HIGHER_IS_BETTER[metric] else candidate < reference
+    return candidate < reference if metric in LOWER_IS_BETTER else candidate > reference

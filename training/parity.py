@@ -92,19 +92,37 @@ def _state_per_row(warehouse: Path, snapshot: EntitySnapshot, keys: pa.Array,
     return state.cast(snapshot_schema), synthetic
 
 
-def check_parity(bundle: Bundle, raw: pa.Table, warehouse: Path, spec: FeatureSpec,
-                 snapshots: tuple[EntitySnapshot, ...], *, feature_rtol: float = FEATURE_RTOL,
-                 score_atol: float = SCORE_ATOL) -> ParityReport:
-    """Replay ``raw`` rows (raw input fields, as landed) through the serving path and compare."""
+@dataclass(frozen=True)
+class PointInTimeServing:
+    """Raw rows served by a bundle, each with the entity state the warehouse had for it."""
+
+    keys: pa.Array
+    """The features mart key of each row (from the serving SQL's passthrough), in row order."""
+    features: pa.Table
+    """The serving SQL's output."""
+    matrix: np.ndarray
+    """Features in model order, float32, as the model receives them."""
+
+
+def serve_point_in_time(bundle: Bundle, raw: pa.Table, warehouse: Path, key: str,
+                        snapshots: tuple[EntitySnapshot, ...]) -> PointInTimeServing:
+    """Run ``raw`` rows through the bundle's serving SQL with point-in-time entity state.
+
+    A first pass reads each row's key; then each row's user (or other entity) is replaced by a
+    synthetic id whose snapshot entry is the warehouse's state as of just before that row, so the
+    exact deployed SQL runs without the look-ahead a present-day snapshot would give old rows.
+    """
     request = arrow_to_request_table(raw, bundle.manifest.input_schema)
     engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names)
     try:
-        keys = engine.features_table(request).column(spec.key).combine_chunks()
+        keys = engine.features_table(request).column(key).combine_chunks()
     finally:
         engine.close()
 
     tables = dict(bundle.tables)
     for snap in snapshots:
+        if snap.model not in tables:
+            continue  # this bundle does not use that entity
         state, synthetic = _state_per_row(warehouse, snap, keys, bundle.tables[snap.model].schema)
         tables[snap.model] = state
         idx = request.schema.get_field_index(snap.raw_key_field)
@@ -112,9 +130,17 @@ def check_parity(bundle: Bundle, raw: pa.Table, warehouse: Path, spec: FeatureSp
     engine = FeatureEngine(bundle.serving_sql, tables, bundle.manifest.feature_names)
     try:
         served = engine.features_table(request)
-        served_matrix = engine.feature_matrix(served)
+        return PointInTimeServing(keys, served, engine.feature_matrix(served))
     finally:
         engine.close()
+
+
+def check_parity(bundle: Bundle, raw: pa.Table, warehouse: Path, spec: FeatureSpec,
+                 snapshots: tuple[EntitySnapshot, ...], *, feature_rtol: float = FEATURE_RTOL,
+                 score_atol: float = SCORE_ATOL) -> ParityReport:
+    """Replay ``raw`` rows (raw input fields, as landed) through the serving path and compare."""
+    pit = serve_point_in_time(bundle, raw, warehouse, spec.key, snapshots)
+    keys, served, served_matrix = pit.keys, pit.features, pit.matrix
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
         con.register("served_keys", pa.table({"__key": keys, "__order": pa.array(np.arange(len(keys)))}))

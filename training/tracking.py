@@ -3,6 +3,8 @@
     ml.training_runs        one row per pipeline run that trained a model
     ml.run_metrics          one row per (run, split, metric)
     ml.run_stage_durations  one row per (run, stage)
+    ml.gate_results         one row per (run, gate): value, threshold, verdict
+    ml.promotions           one row per champion change: which bundle, by whom, when, why
 
 Written by the orchestrator, the warehouse's only writer. MLflow is used only when it is
 installed and MLFLOW_TRACKING_URI is set; it is never required.
@@ -46,6 +48,14 @@ create table if not exists ml.run_metrics (
 );
 create table if not exists ml.run_stage_durations (
     run_id varchar not null, stage varchar not null, seconds double not null
+);
+create table if not exists ml.gate_results (
+    run_id varchar not null, bundle_id varchar not null, gate varchar not null, value double,
+    comparison varchar, threshold double, passed boolean not null, detail varchar, recorded_at timestamp not null
+);
+create table if not exists ml.promotions (
+    bundle_id varchar not null, previous_bundle_id varchar, promoted_at timestamp not null,
+    promoted_by varchar not null, reason varchar not null
 );
 """
 
@@ -94,6 +104,25 @@ def record_run(warehouse: Path, run: RunRecord) -> None:
             con.executemany("insert into ml.run_stage_durations values (?, ?, ?)",
                             [(run.run_id, stage, seconds) for stage, seconds in run.durations.items()])
     log_to_mlflow(run)
+
+
+def record_gates(warehouse: Path, run_id: str, bundle_id: str, results: list[dict[str, Any]]) -> None:
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(DDL)
+        con.executemany(
+            "insert into ml.gate_results values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run_id, bundle_id, r["gate"], r["value"], r["comparison"], r["threshold"], r["passed"], r["detail"], now)
+             for r in results],
+        )
+
+
+def record_promotion(warehouse: Path, record: dict[str, Any]) -> None:
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(DDL)
+        con.execute("insert into ml.promotions values (?, ?, ?, ?, ?)",
+                    [record["bundle_id"], record["previous_bundle_id"],
+                     dt.datetime.fromisoformat(record["promoted_at"]).replace(tzinfo=None), record["by"], record["reason"]])
 
 
 def log_to_mlflow(run: RunRecord) -> bool:

@@ -1,0 +1,18 @@
+"""Named pause points, so tests can SIGKILL the pipeline at its most delicate moments.
+
+With ``PIPELINE_PAUSE_AT=<name>`` in the environment, the process prints ``paused at <name>``
+when it reaches that point and sleeps until it is killed. Unset, a pause point does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+ENV = "PIPELINE_PAUSE_AT"
+
+
+def pause_point(name: str) -> None:
+    if os.environ.get(ENV) == name:
+        print(f"paused at {name}", flush=True)
+        time.sleep(3600)

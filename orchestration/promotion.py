@@ -1,0 +1,54 @@
+"""Champion changes: the pipeline's deploy, manual promotion and rollback, all recorded.
+
+The registry's history.jsonl is the record serving sees; the warehouse's ml.promotions mirrors it
+for SQL. A crash between the two leaves the registry authoritative.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any
+
+from orchestration.config import PipelineConfig
+from orchestration.faults import pause_point
+from serving import registry
+from serving.errors import RegistryError
+from training.tracking import record_promotion
+
+
+def resolve_bundle_id(registry_dir: Path, prefix: str) -> tuple[str, Path]:
+    """A bundle or candidate whose id starts with ``prefix``; ambiguity and absence are named."""
+    matches = [p for folder in (registry.bundles_dir(registry_dir), registry.candidates_dir(registry_dir))
+               if folder.is_dir() for p in folder.iterdir() if p.is_dir() and p.name.startswith(prefix)]
+    if len(matches) != 1:
+        found = "no bundle or candidate" if not matches else f"{len(matches)} bundles ({', '.join(m.name[:12] for m in matches)})"
+        raise RegistryError(f"id {prefix!r} matches {found} in {registry_dir}; give more of the id")
+    return matches[0].name, matches[0]
+
+
+def promote(cfg: PipelineConfig, bundle_id: str, *, by: str, reason: str) -> dict[str, Any]:
+    if not reason.strip():
+        raise RegistryError("a promotion needs a reason; pass --reason '...'")
+    record = registry.promote(cfg.registry, bundle_id, by=by, reason=reason,
+                              before_replace=lambda: pause_point("promote"))
+    if cfg.warehouse.exists():
+        record_promotion(cfg.warehouse, record)
+    return record
+
+
+def manual_promote(cfg: PipelineConfig, prefix: str, reason: str) -> dict[str, Any]:
+    """Promote any bundle or kept candidate by id prefix: a recorded manual override."""
+    bundle_id, path = resolve_bundle_id(cfg.registry, prefix)
+    if path.parent == registry.candidates_dir(cfg.registry):
+        registry.publish_candidate(cfg.registry, bundle_id)
+    return promote(cfg, bundle_id, by=f"{getpass.getuser()} (manual promote)", reason=reason)
+
+
+def rollback(cfg: PipelineConfig, reason: str) -> dict[str, Any]:
+    """Restore the champion that preceded the current one."""
+    current = registry.read_champion(cfg.registry)
+    if current is None or not current.get("previous_bundle_id"):
+        raise RegistryError(f"{cfg.registry}: there is no previous champion to roll back to")
+    return promote(cfg, current["previous_bundle_id"], by=f"{getpass.getuser()} (rollback)",
+                   reason=f"rollback from {current['bundle_id'][:12]}: {reason}")

@@ -1,0 +1,270 @@
+"""The release path: evaluate (write the candidate bundle), gates, then deploy or halt.
+
+A candidate bundle is written under ``<registry>/candidates/``; only a candidate that passes
+every gate is moved to ``<registry>/bundles/`` and promoted. A failing candidate stays where it
+is, with its gate report, for inspection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from orchestration.context import RunContext
+from orchestration.promotion import promote
+from orchestration.dbt import compile_inline
+from orchestration.errors import StageError
+from orchestration.ingest import partition_files
+from serving import registry
+from serving.bundle import load_bundle, write_gate_report
+from serving.predictor import Predictor
+from training import dbt_manifest
+from training.bundle import bundle_manifest_fields, write_bundle
+from training.data import Dataset, SplitBoundaries
+from training.metrics import PRIMARY_METRIC
+from training.gates import (GateResult, latency_gate, metric_gates, regression_gate, report_table, size_gate,
+                            slice_gates)
+from training.model import predict_output
+from training.parity import ParityReport, check_parity, held_out_raw_rows, serve_point_in_time
+from training.run import TrainedModel
+from training.serving_sql import check_serving_sql
+from training.tracking import RunRecord, record_gates
+
+PACKAGES = ("dbt-core", "dbt-duckdb", "duckdb", "scikit-learn", "skl2onnx", "onnx", "onnxruntime",
+            "numpy", "pyarrow", "pandas")
+
+
+def _code_version(root: Path) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def run_record(ctx: RunContext, error: str | None = None) -> RunRecord | None:
+    """The tracking record of this run, or None when it failed before a model was trained."""
+    trained: TrainedModel | None = ctx.state.get("trained")
+    if trained is None:
+        return None
+    return RunRecord(
+        run_id=ctx.run_id,
+        status="succeeded" if error is None else f"failed at {ctx.state.get('current_stage')}",
+        lineage=_lineage(ctx),
+        metrics=trained.metrics,
+        search=None if trained.search is None else {"metric": trained.search.metric, "trials": trained.search.trials},
+        durations={**ctx.state.get("durations", {}), **{f"train.{k}": v for k, v in trained.durations.items()}},
+        task=ctx.cfg.task,
+        onnx_sha256=trained.onnx_sha256,
+        bundle_id=ctx.state.get("bundle_id"),
+        error=error,
+    )
+
+
+def _lineage(ctx: RunContext) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    split: SplitBoundaries = ctx.state["split"]
+    trained: TrainedModel | None = ctx.state.get("trained")
+    data: Dataset | None = ctx.state.get("data")
+    return {
+        "task": ctx.cfg.task,
+        "data_fingerprint": ctx.state.get("fingerprint"),
+        "dbt_manifest_sha256": dbt_manifest.manifest_digest(ctx.state["manifest"]),
+        "code_version": _code_version(Path(__file__).resolve().parent.parent),
+        "packages": versions,
+        "config_sha256": hashlib.sha256(ctx.cfg.source_text.encode()).hexdigest(),
+        "model": {"family": ctx.cfg.model.family, "params": trained.params if trained else ctx.cfg.model.params},
+        "search": None if not trained or not trained.search else
+                  {"metric": trained.search.metric, "trials": trained.search.trials, "stopped_by": trained.search.stopped_by},
+        "training_rows_sampled_from": data.sampled_from if data else None,
+        "seed": ctx.cfg.seed,
+        "split": {"train_end": split.train_end.isoformat(), "valid_end": split.valid_end.isoformat()},
+        "feature_meta": ctx.state["spec"].feature_meta,
+    }
+
+
+def _frozen_tables(ctx: RunContext) -> dict[str, Any]:
+    import duckdb
+
+    relations = dbt_manifest.fitted_state_relations(ctx.state["manifest"])
+    with duckdb.connect(str(ctx.cfg.warehouse), read_only=True) as con:
+        # Sorted, so the same warehouse contents always freeze into the same bytes.
+        return {name: con.execute(f"select * from {rel} order by all").fetch_arrow_table()
+                for name, rel in sorted(relations.items())}
+
+
+def _snapshot_info(tables: dict[str, Any], snapshots: tuple[dbt_manifest.EntitySnapshot, ...]) -> dict[str, dict[str, Any]]:
+    info = {}
+    for snap in snapshots:
+        state_at = tables[snap.model].column("state_at")
+        latest = max((v for v in state_at.to_pylist() if v is not None), default=None)
+        info[snap.model] = {"key": snap.key, "state_at": latest.isoformat() if latest else None}
+    return info
+
+
+def evaluate(ctx: RunContext) -> dict[str, Any]:
+    """Compile the serving SQL, refuse unservable features, and write the candidate bundle."""
+    spec, trained = ctx.state["spec"], ctx.state["trained"]
+    serving_sql = compile_inline(ctx.dbt(), "{{ " + ctx.cfg.dbt.serving_macro + "() }}")
+    tables = _frozen_tables(ctx)
+    # Refuse features that cannot run row by row before anything is written.
+    check_serving_sql(serving_sql, tables)
+    snapshots = dbt_manifest.entity_snapshots(ctx.state["manifest"])
+    bundle_id, path = write_bundle(
+        registry.candidates_dir(ctx.cfg.registry),
+        model_bytes=trained.onnx,
+        serving_sql=serving_sql,
+        tables=tables,
+        manifest=bundle_manifest_fields(
+            task=ctx.cfg.task,
+            feature_names=spec.features,
+            input_schema=ctx.state["input_schema"],
+            threshold=trained.threshold,
+            classes=trained.classes,
+            metrics=trained.metrics,
+            lineage=_lineage(ctx),
+            entity_snapshots=_snapshot_info(tables, snapshots),
+        ),
+        existing=(registry.bundles_dir(ctx.cfg.registry),),
+    )
+    ctx.state.update(bundle_id=bundle_id, bundle_path=path, metrics=trained.metrics, snapshots=snapshots)
+    metric = PRIMARY_METRIC[ctx.cfg.task]
+    return {"candidate": bundle_id[:12], f"test_{metric}": round(trained.metrics["test"][metric], 4)}
+
+
+def _holdout_rows(ctx: RunContext) -> Any:
+    """Held-out raw rows (test days, input fields only, seeded sample) for parity and gates."""
+    split: SplitBoundaries = ctx.state["split"]
+    held_out = [p for p in partition_files(ctx.cfg.landing, ctx.source_table) if p.stem >= split.valid_end.isoformat()]
+    return held_out_raw_rows(held_out, [f.name for f in ctx.state["input_schema"]], ctx.cfg.parity.rows, ctx.cfg.seed)
+
+
+def _parity_gate(report: ParityReport) -> GateResult:
+    return GateResult("training/serving parity (mismatched rows)", float(report.mismatched_rows), 0.0, "<=",
+                      report.passed, report.describe())
+
+
+def _export_gate(trained: TrainedModel) -> GateResult:
+    p = trained.export_parity
+    return GateResult("ONNX vs scikit-learn (max difference)", p.max_abs_diff, p.tolerance, "<=", p.passed,
+                      f"{p.rows} test rows, {p.label_mismatches} label mismatches")
+
+
+def _scored_holdout(ctx: RunContext) -> pa.Table:
+    """The test split's features, label and the candidate's scores, for slice gates."""
+    data: Dataset = ctx.state["data"]
+    spec, trained = ctx.state["spec"], ctx.state["trained"]
+    X = data.X[data.test]
+    columns = {f: X[:, j] for j, f in enumerate(spec.features)}
+    columns[spec.label] = data.y[data.test]
+    output = predict_output(trained.model, X)
+    if ctx.cfg.task == "binary":
+        columns["score"] = output[:, 1]
+    elif ctx.cfg.task == "multiclass":
+        columns.update({f"score_{i}": output[:, i] for i in range(output.shape[1])})
+    else:
+        columns["score"] = output
+    return pa.table(columns)
+
+
+def _champion_comparison(ctx: RunContext, raw: pa.Table) -> GateResult:
+    """Candidate and champion, each through its own serving path, on the same held-out raw rows."""
+    spec, snapshots, trained = ctx.state["spec"], ctx.state["snapshots"], ctx.state["trained"]
+    champion = registry.read_champion(ctx.cfg.registry)
+    candidate = load_bundle(ctx.state["bundle_path"])
+    cand = serve_point_in_time(candidate, raw, ctx.cfg.warehouse, spec.key, snapshots)
+    y = _labels(ctx, cand.keys)
+    cand_scores = _scores(candidate, cand.matrix)
+    champ_scores, error = None, None
+    if champion is not None:
+        try:
+            champ_bundle = load_bundle(registry.bundles_dir(ctx.cfg.registry) / champion["bundle_id"])
+            champ = serve_point_in_time(champ_bundle, raw, ctx.cfg.warehouse, spec.key, snapshots)
+            champ_scores = _scores(champ_bundle, champ.matrix)
+        except (ValueError, LookupError, OSError, duckdb.Error) as exc:
+            error = str(exc)
+    return regression_gate(ctx.cfg.task, y, cand_scores, champ_scores, ctx.cfg.gates.regression_tolerance,
+                           ctx.state["data"].classes, trained.threshold,
+                           champion["bundle_id"] if champion else None, error)
+
+
+def _scores(bundle: Any, matrix: np.ndarray) -> np.ndarray:
+    """Model output in the shape ``task_metrics`` takes."""
+    predictor = Predictor(bundle)
+    try:
+        scores = predictor.score_matrix(matrix)
+    finally:
+        predictor.close()
+    return np.column_stack([1 - scores, scores]) if bundle.manifest.task == "binary" else scores
+
+
+def _labels(ctx: RunContext, keys: pa.Array) -> np.ndarray:
+    spec = ctx.state["spec"]
+    with duckdb.connect(str(ctx.cfg.warehouse), read_only=True) as con:
+        con.register("keys", pa.table({"__key": keys, "__order": pa.array(np.arange(len(keys)))}))
+        table = con.execute(
+            f'select m."{spec.label}" from keys k join {spec.relation} m on m."{spec.key}" = k.__key order by k.__order'
+        ).fetch_arrow_table()
+    if table.num_rows != len(keys):
+        raise StageError(f"{len(keys) - table.num_rows} held-out rows have no label in {spec.relation}")
+    values = table.column(0).to_numpy(zero_copy_only=False)
+    return values.astype(np.int64) if ctx.cfg.task == "binary" else values
+
+
+def gates(ctx: RunContext) -> dict[str, Any]:
+    """Run every gate; record the report; halt (no deploy) when any gate fails."""
+    cfg, trained, spec = ctx.cfg, ctx.state["trained"], ctx.state["spec"]
+    bundle_id, path = ctx.state["bundle_id"], ctx.state["bundle_path"]
+    raw = _holdout_rows(ctx)
+    ctx.echo(f"parity check: replaying {raw.num_rows:,} held-out raw rows through the serving path")
+    parity = check_parity(load_bundle(path), raw, cfg.warehouse, spec, ctx.state["snapshots"],
+                          feature_rtol=cfg.parity.feature_rtol, score_atol=cfg.parity.score_atol)
+    ctx.echo(parity.describe())
+    results = [_parity_gate(parity), _export_gate(trained)]
+    results += metric_gates(trained.metrics["validation"], cfg.gates.metrics)
+    results += slice_gates(_scored_holdout(ctx), cfg.task, cfg.gates.slices, ctx.state["data"].classes,
+                           trained.threshold, spec.label)
+    results.append(size_gate(len(trained.onnx), cfg.gates.max_model_bytes))
+    predictor = Predictor(load_bundle(path))
+    try:
+        records = raw.slice(0, cfg.gates.latency_samples).to_pylist()
+        results.append(latency_gate(predictor, records, cfg.gates.max_p99_latency_ms))
+    finally:
+        predictor.close()
+    results.append(_champion_comparison(ctx, raw))
+
+    write_gate_report(path, [r.to_json() for r in results])
+    record_gates(cfg.warehouse, ctx.run_id, bundle_id, [r.to_json() for r in results])
+    ctx.state["gate_results"] = results
+    ctx.echo(report_table(results))
+    failed = [r for r in results if not r.passed]
+    if failed:
+        listed = "; ".join(f"{r.gate}: {r.value if r.value is None else f'{r.value:.6g}'} {r.comparison} "
+                           f"{r.threshold if r.threshold is None else f'{r.threshold:.6g}'} {r.detail}".strip()
+                           for r in failed)
+        raise StageError(f"{len(failed)} of {len(results)} gates failed for candidate {bundle_id[:12]} "
+                         f"(kept for inspection at {path}): {listed}")
+    return {"gates_passed": len(results)}
+
+
+def deploy(ctx: RunContext) -> dict[str, Any]:
+    """Move the candidate into the registry's bundles and make it the champion."""
+    bundle_id = ctx.state["bundle_id"]
+    path = registry.publish_candidate(ctx.cfg.registry, bundle_id)
+    ctx.state["bundle_path"] = path
+    record = promote(ctx.cfg, bundle_id, by=f"orchestrate.py run {ctx.run_id}",
+                     reason="passed every gate" + (f" ({len(ctx.state['gate_results'])})" if "gate_results" in ctx.state else ""))
+    return {"champion": record["bundle_id"][:12], "previous": (record["previous_bundle_id"] or "none")[:12]}
