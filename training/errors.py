@@ -19,3 +19,7 @@ class UnservableFeatureError(ValueError):
 
 class ParityError(AssertionError):
     """Serving features or scores differ from the warehouse's; the model must not be deployed."""
+
+
+class FusedCompileError(ValueError):
+    """The serving SQL uses an expression outside the fused compiler's subset; keep the SQL path."""
