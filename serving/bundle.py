@@ -10,7 +10,8 @@ Layout::
 
 The bundle id is the sha256 of every file's bytes plus the manifest without its id, so the same
 contents always get the same id and any change (a corrupt file, an edited statistic) is caught
-on load. Only the files the manifest names are read: no pickle, no code.
+on load. Only the files the manifest names are read: no pickle, no code, and an ONNX model that
+references external data files is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serving.errors import BundleError
+from serving.onnx_scan import check_no_external_data
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -160,6 +162,7 @@ def load_bundle(path: Path) -> Bundle:
             f"{path}: contents do not match bundle id {manifest.bundle_id[:12]} (digest {digest[:12]}); "
             "the bundle was modified or is corrupt. Rebuild it with `python orchestrate.py`."
         )
+    check_no_external_data(files[MODEL_FILE], str(path))
     tables = {}
     for name, rel in manifest.frozen_tables.items():
         try:

@@ -15,7 +15,8 @@ from serving.bundle import Bundle, BundleManifest, load_bundle
 from serving.errors import BundleError
 from serving.features import FeatureEngine, FeatureEngineOptions
 from serving.registry import resolve_bundle_path
-from serving.schema import arrow_to_request_table, records_to_table
+from serving.onnx_scan import check_no_external_data
+from serving.schema import arrow_to_request_table, pandas_to_request_table, records_to_table
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,13 @@ class Predictions:
     """1 where score >= the bundle's threshold, else 0."""
 
     def to_records(self) -> list[dict[str, Any]]:
-        return [{"score": float(s), "label": int(l)} for s, l in zip(self.scores, self.labels)]
+        return [{"score": s, "label": l} for s, l in zip(self.scores.tolist(), self.labels.tolist())]
 
 
-def _session(model_bytes: bytes) -> ort.InferenceSession:
+def _session(model_bytes: bytes, where: str) -> ort.InferenceSession:
+    # Sessions are created from bytes (never a path), in the process that uses them: ONNX Runtime
+    # then has no directory to resolve external data against, and no session crosses a fork.
+    check_no_external_data(model_bytes, where)
     opts = ort.SessionOptions()
     # Latency first: one request is small, so threads would only contend with the server's.
     opts.intra_op_num_threads = 1
@@ -51,7 +55,7 @@ class Predictor:
     def __init__(self, bundle: Bundle, options: FeatureEngineOptions = FeatureEngineOptions()) -> None:
         self.bundle = bundle
         self._engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names, options)
-        self._session = _session(bundle.model_bytes)
+        self._session = _session(bundle.model_bytes, str(bundle.path))
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or inputs[0].shape[-1] not in (len(bundle.manifest.feature_names), None, "None"):
             raise BundleError(
@@ -80,7 +84,7 @@ class Predictor:
         if isinstance(records, pa.Table):
             return arrow_to_request_table(records, fields)
         if hasattr(records, "to_dict") and hasattr(records, "columns"):  # pandas, without importing it
-            return arrow_to_request_table(pa.Table.from_pandas(records, preserve_index=False), fields)
+            return pandas_to_request_table(records, fields)
         if isinstance(records, Mapping):
             records = [records]
         return records_to_table(records, fields)
@@ -96,10 +100,15 @@ class Predictor:
 
     def predict(self, records: Sequence[Mapping[str, Any]] | pa.Table | Any) -> Predictions:
         """Validate, compute features with the bundle's SQL, and score."""
-        features = self.features(records)
+        return self.predict_request(self.request_table(records))
+
+    def predict_request(self, request: pa.Table) -> Predictions:
+        """Score a request table already built by ``request_table`` (or by ``serving.schema``)."""
+        features = self._engine.features_table(request)
         scores = self.score_matrix(self._engine.feature_matrix(features))
         labels = (scores >= self.manifest.threshold).astype(np.int8)
         return Predictions(self.model_id, scores, labels)
 
     def close(self) -> None:
+        """Release the feature database. Call only once no thread is still predicting."""
         self._engine.close()

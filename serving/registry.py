@@ -56,7 +56,8 @@ def resolve_bundle_path(source: Path) -> Path:
     raise RegistryError(f"{source}: neither a model bundle (no {MANIFEST}) nor a registry (no {POINTER})")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a file created or renamed in it survives a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -82,7 +83,7 @@ def promote(registry: Path, bundle_id: str, *, by: str, reason: str) -> dict[str
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, registry / POINTER)
-    _fsync_dir(registry)
+    fsync_dir(registry)
     with open(registry / HISTORY, "a") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
