@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between fsyncs of the prediction log; 0 fsyncs before every answer (default: 1)")
     parser.add_argument("--reload-interval", type=float, default=ServerSettings.reload_interval_s,
                         help="seconds between checks of the champion pointer; 0 disables hot reload (default: 2)")
+    parser.add_argument("--scoring-threads", type=int, default=ServerSettings.scoring_threads,
+                        help=f"threads running the feature SQL and the model (default: {ServerSettings.scoring_threads})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -305,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         model_source=args.bundle or args.registry,
         prediction_log=PredictionLogOptions(directory=args.prediction_logs, fsync_interval_s=args.fsync_interval),
         reload_interval_s=args.reload_interval,
+        scoring_threads=args.scoring_threads,
     )
     try:
         app = create_app(settings)
