@@ -1,8 +1,6 @@
 """Fuzz the OpenAPI document of the running server: valid and schema-violating requests, never a 5xx."""
 
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -11,23 +9,16 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.conftest import PipelineRun
-from tests.e2e.serverproc import ServerProcess, start_server
+from tests.e2e.serverproc import ServerProcess
 
 pytestmark = pytest.mark.slow
 CASES = 1200
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("fuzz")
-    server = start_server("--registry", str(pipeline_run.registry), "--prediction-logs", str(work / "logs"), work=work)
-    yield server
-    server.stop()
 
 
-def test_openapi_fuzz_finds_no_server_error(fuzz_server: ServerProcess) -> None:
-    schema = schemathesis.openapi.from_url(f"{fuzz_server.base}/openapi.json")
+def test_openapi_fuzz_finds_no_server_error(champion_server: ServerProcess) -> None:
+    schema = schemathesis.openapi.from_url(f"{champion_server.base}/openapi.json")
     predict = schema["/predict"]["POST"]
     cases = st.one_of(predict.as_strategy(generation_mode=GenerationMode.POSITIVE),
                       predict.as_strategy(generation_mode=GenerationMode.NEGATIVE),
@@ -41,7 +32,7 @@ def test_openapi_fuzz_finds_no_server_error(fuzz_server: ServerProcess) -> None:
               suppress_health_check=list(HealthCheck))
     @given(cases)
     def run(case: schemathesis.Case) -> None:
-        response = case.call(base_url=fuzz_server.base, session=session, timeout=30)
+        response = case.call(base_url=champion_server.base, session=session, timeout=30)
         statuses[response.status_code] += 1
         if response.status_code >= 500:
             server_errors.append(f"{case.method} {case.path} body={case.body!r:.300} -> {response.text[:300]}")
@@ -51,4 +42,4 @@ def test_openapi_fuzz_finds_no_server_error(fuzz_server: ServerProcess) -> None:
     assert sum(statuses.values()) >= 1000, statuses
     assert server_errors == [], server_errors[:5]
     assert statuses[200] > 50 and statuses[422] > 50, statuses  # both valid and invalid requests were sent
-    assert "Traceback" not in fuzz_server.output()
+    assert "Traceback" not in champion_server.output()

@@ -9,22 +9,16 @@ import pytest
 
 from serving.registry import read_champion
 from tests.conftest import PipelineRun
-from tests.e2e.serverproc import ServerProcess, start_server
+from tests.e2e.serverproc import ServerProcess
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def served(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("http")
-    server = start_server("--registry", str(pipeline_run.registry), "--prediction-logs", str(work / "logs"), work=work)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
-def server(served: ServerProcess) -> str:
-    return served.base
+def server(champion_server: ServerProcess) -> str:
+    return champion_server.base
 
 
 def test_health_ready_and_metadata(server: str, pipeline_run: PipelineRun) -> None:
@@ -115,9 +109,9 @@ def test_metrics_in_prometheus_text_format(server: str, raw_records: list[dict])
     assert f'serving_model_info{{model_id="{champion}"}} 1' in text
 
 
-def test_every_answered_prediction_is_logged(served: ServerProcess, raw_records: list[dict]) -> None:
-    r = httpx.post(f"{served.base}/predict", json={"records": raw_records[:3]}, headers={"x-request-id": "logged-1"})
-    logs = Path(served.log_path.parent / "logs")
+def test_every_answered_prediction_is_logged(champion_server: ServerProcess, raw_records: list[dict]) -> None:
+    r = httpx.post(f"{champion_server.base}/predict", json={"records": raw_records[:3]}, headers={"x-request-id": "logged-1"})
+    logs = Path(champion_server.log_path.parent / "logs")
     lines = [json.loads(line) for f in sorted(logs.glob("*.jsonl")) for line in f.read_text().splitlines()]
     mine = [line for line in lines if line["request_id"] == "logged-1"]
     assert [m["record_index"] for m in mine] == [0, 1, 2]

@@ -7,40 +7,30 @@ by-hand soak (e.g. the full 200,000 requests when the machine can do them in the
 
 import statistics
 import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import PipelineRun
-from tests.e2e.serverproc import ServerProcess, environment_int, rss_bytes, run_load, start_server
+from tests.e2e.serverproc import ServerProcess, environment_int, rss_bytes, run_load
 
 pytestmark = pytest.mark.slow
 MiB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def load_server(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("load")
-    server = start_server("--registry", str(pipeline_run.registry), "--prediction-logs", str(work / "logs"), work=work)
-    yield server
-    server.stop()
 
 
-def test_sixty_seconds_at_32_concurrent_clients_without_an_error(load_server: ServerProcess, raw_records: list[dict]) -> None:
+def test_sixty_seconds_at_32_concurrent_clients_without_an_error(champion_server: ServerProcess, raw_records: list[dict]) -> None:
     seconds = environment_int("SERVING_LOAD_SECONDS", 60)
-    result = run_load(load_server.port, raw_records, clients=32, max_requests=2_000_000, max_seconds=seconds)
+    result = run_load(champion_server.port, raw_records, clients=32, max_requests=2_000_000, max_seconds=seconds)
     print(f"load: {result.sent} requests in {result.seconds:.1f} s ({result.sent / result.seconds:.0f}/s), "
           f"statuses {dict(result.statuses)}")
     assert result.seconds >= seconds * 0.95  # it really ran for the full time
     assert result.transport_errors == [] and result.failures == 0, (result.statuses, result.transport_errors[:3])
-    assert load_server.proc.poll() is None
+    assert champion_server.proc.poll() is None
 
 
-def test_many_requests_with_flat_memory(load_server: ServerProcess, raw_records: list[dict]) -> None:
-    pid = load_server.proc.pid
-    warm = run_load(load_server.port, raw_records, clients=16, max_requests=5_000, max_seconds=10)
+def test_many_requests_with_flat_memory(champion_server: ServerProcess, raw_records: list[dict]) -> None:
+    pid = champion_server.proc.pid
+    warm = run_load(champion_server.port, raw_records, clients=16, max_requests=5_000, max_seconds=10)
     assert warm.failures == 0
     baseline = rss_bytes(pid)
     samples: list[int] = []
@@ -53,7 +43,7 @@ def test_many_requests_with_flat_memory(load_server: ServerProcess, raw_records:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        result = run_load(load_server.port, raw_records, clients=32,
+        result = run_load(champion_server.port, raw_records, clients=32,
                           max_requests=environment_int("SERVING_SOAK_REQUESTS", 200_000),
                           max_seconds=environment_int("SERVING_SOAK_SECONDS", 80))
     finally:

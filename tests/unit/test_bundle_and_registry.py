@@ -85,7 +85,6 @@ def test_registry_promotes_atomically_and_keeps_history(tmp_path: Path) -> None:
 
 
 def _external_data_model() -> bytes:
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     from onnx.external_data_helper import convert_model_to_external_data
 
