@@ -6,12 +6,14 @@ Layout::
         manifest.json      format_version, bundle_id, features, input schema, metrics, lineage
         model.onnx         the model; takes the feature vector (float32) in model order
         serving.sql        feature SQL compiled by dbt: raw request fields -> feature vector
+        fused.onnx         (optional) that SQL compiled into ONNX in front of the model
         tables/*.parquet   fitted statistics frozen from the warehouse (training window only)
         gate_report.json   (added after sealing) the gates' verdicts; not part of the id
 
 The bundle id is the sha256 of every file's bytes plus the manifest without its id, so the same
 contents always get the same id and any change (a corrupt file, an edited statistic) is caught
-on load. Only the files the manifest names are read: no pickle, no code.
+on load. Only the files the manifest names are read: no pickle, no code, and an ONNX model that
+references external data files is refused.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serving.errors import BundleError
+from serving.onnx_scan import check_no_external_data
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
 SQL_FILE = "serving.sql"
+FUSED_FILE = "fused.onnx"
+FUSED_GATE = "fused ONNX parity"
 # Gate results are measured after the bundle is sealed (latency differs run to run), so they sit
 # beside the content the id covers rather than inside it.
 GATE_REPORT = "gate_report.json"
@@ -77,6 +82,10 @@ class BundleManifest:
     """Gate results recorded when the bundle was evaluated."""
     entity_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Frozen entity-state table -> {"key": ..., "state_at": ISO time the state holds as of}."""
+    fused: dict[str, Any] | None = None
+    """{"file": "fused.onnx", "inputs": [raw field names]} when the feature SQL compiled to ONNX."""
+    fused_refused: str | None = None
+    """Why the feature SQL did not compile to ONNX (the SQL path serves this model)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +101,8 @@ class BundleManifest:
             "lineage": self.lineage,
             "gates": self.gates,
             "entity_snapshots": self.entity_snapshots,
+            "fused": self.fused,
+            "fused_refused": self.fused_refused,
         }
 
     @classmethod
@@ -119,6 +130,8 @@ class BundleManifest:
                 lineage=dict(data.get("lineage", {})),
                 gates=list(data.get("gates", [])),
                 entity_snapshots=dict(data.get("entity_snapshots", {})),
+                fused=data.get("fused"),
+                fused_refused=data.get("fused_refused"),
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"{where}: manifest is missing or has a malformed field: {exc}") from exc
@@ -146,6 +159,15 @@ class Bundle:
     model_bytes: bytes
     serving_sql: str
     tables: dict[str, pa.Table]
+    fused_bytes: bytes | None = None
+    """The fused model (features compiled into ONNX in front of the model), if it compiled."""
+
+    @property
+    def fused_verified(self) -> bool:
+        """True when the gate report says the fused model matched the SQL path."""
+        return bool(self.fused_bytes) and any(
+            g.get("gate", "").startswith(FUSED_GATE) and g.get("passed") for g in self.manifest.gates
+        )
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -160,7 +182,7 @@ def load_bundle(path: Path) -> Bundle:
         raise BundleError(f"{manifest_path}: unreadable manifest: {exc}") from exc
     manifest = BundleManifest.from_json(raw, path)
 
-    expected = {MODEL_FILE, SQL_FILE, *manifest.frozen_tables.values()}
+    expected = {MODEL_FILE, SQL_FILE, *manifest.frozen_tables.values(), *([FUSED_FILE] if manifest.fused else [])}
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {MANIFEST, GATE_REPORT}
     if missing := expected - present:
         raise BundleError(f"{path}: bundle is missing {sorted(missing)}")
@@ -174,6 +196,9 @@ def load_bundle(path: Path) -> Bundle:
             f"{path}: contents do not match bundle id {manifest.bundle_id[:12]} (digest {digest[:12]}); "
             "the bundle was modified or is corrupt. Rebuild it with `python orchestrate.py`."
         )
+    check_no_external_data(files[MODEL_FILE], str(path))
+    if manifest.fused:
+        check_no_external_data(files[FUSED_FILE], str(path / FUSED_FILE))
     if (path / GATE_REPORT).is_file():
         try:
             manifest = dataclasses.replace(manifest, gates=json.loads((path / GATE_REPORT).read_text()))
@@ -185,7 +210,8 @@ def load_bundle(path: Path) -> Bundle:
             tables[name] = pq.read_table(pa.BufferReader(files[rel]))
         except pa.ArrowException as exc:
             raise BundleError(f"{path / rel}: frozen table {name!r} is not readable Parquet: {exc}") from exc
-    return Bundle(path, manifest, files[MODEL_FILE], files[SQL_FILE].decode(), tables)
+    return Bundle(path, manifest, files[MODEL_FILE], files[SQL_FILE].decode(), tables,
+                  files[FUSED_FILE] if manifest.fused else None)
 
 
 def write_gate_report(path: Path, results: list[dict[str, Any]]) -> None:

@@ -54,7 +54,8 @@ class FeatureEngine:
         self._db.execute("set lock_configuration = true")
         self._local = threading.local()
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the locked-down database (also what security probes go through)."""
         cur = getattr(self._local, "cursor", None)
         if cur is None:
             cur = self._local.cursor = self._db.cursor()
@@ -62,7 +63,7 @@ class FeatureEngine:
 
     def features_table(self, request: pa.Table) -> pa.Table:
         """Run the feature SQL; one output row per request row, in request order."""
-        cur = self._cursor()
+        cur = self.cursor()
         cur.register("request", request)
         try:
             result = cur.execute(self._sql).fetch_arrow_table()

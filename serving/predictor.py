@@ -15,8 +15,13 @@ import pyarrow as pa
 from serving.bundle import Bundle, BundleManifest, load_bundle
 from serving.errors import BundleError
 from serving.features import FeatureEngine, FeatureEngineOptions
+from serving.fused import FusedRunner
 from serving.registry import resolve_bundle_path
-from serving.schema import arrow_to_request_table, records_to_table
+from serving.onnx_scan import check_no_external_data
+from serving.schema import arrow_to_request_table, pandas_to_request_table, records_to_table
+
+
+FEATURE_PATHS = ("auto", "sql", "fused")
 
 
 @dataclass(frozen=True)
@@ -35,22 +40,30 @@ class Predictions:
     classes: list[Any] | None = None
     """Multiclass: class of each probability column."""
 
+    def slice(self, start: int, end: int) -> Predictions:
+        """The predictions of rows ``start:end``."""
+        return Predictions(self.model_id, self.task, self.scores[start:end],
+                           None if self.labels is None else self.labels[start:end], self.classes)
+
     def to_records(self) -> list[dict[str, Any]]:
         if self.task == "regression":
-            return [{"prediction": float(v)} for v in self.scores]
+            return [{"prediction": v} for v in self.scores.tolist()]
         if self.task == "multiclass":
             assert self.labels is not None and self.classes is not None
-            return [{"label": _plain(l), "probabilities": {str(c): float(p) for c, p in zip(self.classes, row)}}
-                    for l, row in zip(self.labels, self.scores)]
+            return [{"label": _plain(l), "probabilities": {str(c): p for c, p in zip(self.classes, row)}}
+                    for l, row in zip(self.labels, self.scores.tolist())]
         assert self.labels is not None
-        return [{"score": float(s), "label": int(l)} for s, l in zip(self.scores, self.labels)]
+        return [{"score": s, "label": l} for s, l in zip(self.scores.tolist(), self.labels.tolist())]
 
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _session(model_bytes: bytes) -> ort.InferenceSession:
+def _session(model_bytes: bytes, where: str) -> ort.InferenceSession:
+    # Sessions are created from bytes (never a path), in the process that uses them: ONNX Runtime
+    # then has no directory to resolve external data against, and no session crosses a fork.
+    check_no_external_data(model_bytes, where)
     opts = ort.SessionOptions()
     # Latency first: one request is small, so threads would only contend with the server's.
     opts.intra_op_num_threads = 1
@@ -65,10 +78,22 @@ def _session(model_bytes: bytes) -> ort.InferenceSession:
 class Predictor:
     """Embeddable scorer: raw records in, scores out. Thread-safe."""
 
-    def __init__(self, bundle: Bundle, options: FeatureEngineOptions = FeatureEngineOptions()) -> None:
+    def __init__(self, bundle: Bundle, options: FeatureEngineOptions = FeatureEngineOptions(),
+                 path: str = "auto") -> None:
+        """``path``: ``auto`` (the fused model when it passed its parity gate, else SQL), ``sql`` or ``fused``."""
+        if path not in FEATURE_PATHS:
+            raise ValueError(f"path must be one of {FEATURE_PATHS}, got {path!r}")
+        if path == "fused" and not bundle.fused_verified:
+            reason = bundle.manifest.fused_refused or "its fused parity gate has not passed"
+            raise BundleError(f"{bundle.path}: no verified fused model ({reason}); use path='sql' or 'auto'")
         self.bundle = bundle
         self._engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names, options)
-        self._session = _session(bundle.model_bytes)
+        self._session = _session(bundle.model_bytes, str(bundle.path))
+        self._fused: FusedRunner | None = None
+        if path != "sql" and bundle.fused_verified and bundle.fused_bytes and bundle.manifest.fused:
+            inputs = {f.name: f for f in bundle.manifest.input_schema}
+            self._fused = FusedRunner(_session(bundle.fused_bytes, f"{bundle.path}/fused.onnx"),
+                                      [inputs[n] for n in bundle.manifest.fused["inputs"]])
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or inputs[0].shape[-1] not in (len(bundle.manifest.feature_names), None, "None"):
             raise BundleError(
@@ -79,9 +104,15 @@ class Predictor:
         self._output_name = self._session.get_outputs()[-1].name
 
     @classmethod
-    def load(cls, source: str | Path, options: FeatureEngineOptions = FeatureEngineOptions()) -> Predictor:
+    def load(cls, source: str | Path, options: FeatureEngineOptions = FeatureEngineOptions(),
+             path: str = "auto") -> Predictor:
         """Load a bundle directory, or the champion of a registry directory."""
-        return cls(load_bundle(resolve_bundle_path(Path(source))), options)
+        return cls(load_bundle(resolve_bundle_path(Path(source))), options, path)
+
+    @property
+    def feature_path(self) -> str:
+        """``fused`` or ``sql``: how this predictor computes features."""
+        return "fused" if self._fused is not None else "sql"
 
     @property
     def manifest(self) -> BundleManifest:
@@ -105,7 +136,7 @@ class Predictor:
         if isinstance(records, pa.Table):
             return arrow_to_request_table(records, fields)
         if hasattr(records, "to_dict") and hasattr(records, "columns"):  # pandas, without importing it
-            return arrow_to_request_table(pa.Table.from_pandas(records, preserve_index=False), fields)
+            return pandas_to_request_table(records, fields)
         if isinstance(records, Mapping):
             records = [records]
         return records_to_table(records, fields)
@@ -116,15 +147,23 @@ class Predictor:
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """The task's scores (see ``Predictions.scores``) for an already-computed float32 feature matrix."""
-        output = np.asarray(self._session.run([self._output_name], {self._input_name: matrix})[0])
+        return self._task_scores(np.asarray(self._session.run([self._output_name], {self._input_name: matrix})[0]))
+
+    def _task_scores(self, output: np.ndarray) -> np.ndarray:
         if self.manifest.task == "binary":
             return output[:, 1]
         return output.reshape(-1) if self.manifest.task == "regression" else output
 
     def predict(self, records: Sequence[Mapping[str, Any]] | pa.Table | Any) -> Predictions:
         """Validate, compute features with the bundle's SQL, and score."""
-        features = self.features(records)
-        scores = self.score_matrix(self._engine.feature_matrix(features))
+        return self.predict_request(self.request_table(records))
+
+    def predict_request(self, request: pa.Table) -> Predictions:
+        """Score a request table already built by ``request_table`` (or by ``serving.schema``)."""
+        if self._fused is not None:
+            scores = self._task_scores(self._fused.run(request)[1])
+        else:
+            scores = self.score_matrix(self._engine.feature_matrix(self._engine.features_table(request)))
         task, classes = self.manifest.task, self.manifest.classes
         if task == "binary":
             labels: np.ndarray | None = (scores >= self.manifest.threshold).astype(np.int8)
@@ -135,4 +174,5 @@ class Predictor:
         return Predictions(self.model_id, task, scores, labels, classes if task == "multiclass" else None)
 
     def close(self) -> None:
+        """Release the feature database. Call only once no thread is still predicting."""
         self._engine.close()

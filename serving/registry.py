@@ -50,7 +50,7 @@ def publish_candidate(registry: Path, bundle_id: str) -> Path:
         raise RegistryError(f"no candidate {bundle_id[:12]} in {candidates_dir(registry)}")
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(candidate, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return final
 
 
@@ -88,7 +88,8 @@ def resolve_bundle_path(source: Path) -> Path:
     raise RegistryError(f"{source}: neither a model bundle (no {MANIFEST}) nor a registry (no {POINTER})")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a file created or renamed in it survives a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -123,7 +124,7 @@ def promote(registry: Path, bundle_id: str, *, by: str, reason: str,
     if before_replace is not None:
         before_replace()
     os.replace(tmp, registry / POINTER)
-    _fsync_dir(registry)
+    fsync_dir(registry)
     with open(registry / HISTORY, "a") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()

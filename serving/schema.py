@@ -4,6 +4,11 @@ Validation is strict and complete: every problem in every record is reported (re
 field, expected and actual), and nothing is coerced silently. Integers are accepted for double
 fields (JSON does not distinguish 5 from 5.0); booleans are never numbers; timestamps are
 ISO-8601 strings or ``datetime`` values, converted to naive UTC as the landing files hold them.
+
+Any value at all (whatever ``json.loads`` can produce, or a Python caller passes) ends in either a
+typed table or an ``InputValidationError``; nothing else escapes. Columns whose values all have
+the expected Python type take a vectorised fast path; any other column is checked value by value,
+so the fast path never decides what is valid, only how quickly a valid column is built.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from serving.bundle import InputField
 from serving.errors import FieldProblem, InputValidationError
@@ -26,6 +33,14 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us"),
 }
 ROW_ID = "__row_id"
+EMPTY_BATCH = "the batch is empty; send at least one record"
+_MISSING = object()
+_FAST_TYPES: dict[str, frozenset[type]] = {
+    "string": frozenset({str}),
+    "double": frozenset({float, int}),
+    "integer": frozenset({int}),
+    "boolean": frozenset({bool}),
+}
 
 
 def arrow_schema(fields: Sequence[InputField]) -> pa.Schema:
@@ -36,38 +51,106 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _shown(value: Any) -> str:
+    """A short, ASCII-safe rendering of a rejected value for error messages."""
+    text = ascii(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_timestamp(value: Any) -> tuple[Any, str | None]:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None, f"expected an ISO-8601 timestamp such as '2026-01-05T13:45:00Z', got {_shown(value)}"
+    if not isinstance(value, dt.datetime):
+        return None, f"expected timestamp, got {_type_name(value)} {_shown(value)}"
+    if value.tzinfo is not None:
+        try:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except (OverflowError, ValueError):
+            return None, f"timestamp {_shown(value.isoformat())} is out of range once converted to UTC"
+    return value, None
+
+
 def _check_value(value: Any, field: InputField) -> tuple[Any, str | None]:
     """Return (converted value, problem or None)."""
     if value is None:
-        return None, None if field.nullable else f"is required (not nullable), got null"
+        return None, None if field.nullable else "is required (not nullable), got null"
     kind = field.type
-    if kind == "string":
-        if isinstance(value, str):
+    if kind == "timestamp":
+        return _check_timestamp(value)
+    if kind == "string" and isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None, f"expected valid Unicode text, got a string with a lone surrogate: {_shown(value)}"
+        return value, None
+    if kind == "double" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number, None
+        return None, f"expected a finite number, got {_shown(value)}"
+    if kind == "integer" and isinstance(value, int) and not isinstance(value, bool):
+        if -(2**63) <= value < 2**63:
             return value, None
-    elif kind == "double":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(value):
-                return float(value), None
-            return None, f"expected a finite number, got {value!r}"
-    elif kind == "integer":
-        if isinstance(value, int) and not isinstance(value, bool):
-            if -(2**63) <= value < 2**63:
-                return value, None
-            return None, f"expected a 64-bit integer, got {value!r}"
-    elif kind == "boolean":
-        if isinstance(value, bool):
-            return value, None
-    elif kind == "timestamp":
-        if isinstance(value, str):
-            try:
-                value = dt.datetime.fromisoformat(value)
-            except ValueError:
-                return None, f"expected an ISO-8601 timestamp such as '2026-01-05T13:45:00Z', got {value!r}"
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is not None:
-                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-            return value, None
-    return None, f"expected {kind}, got {_type_name(value)} {value!r}"[:200]
+        return None, f"expected a 64-bit integer, got {_shown(value)}"
+    if kind == "boolean" and isinstance(value, bool):
+        return value, None
+    return None, f"expected {kind}, got {_type_name(value)} {_shown(value)}"
+
+
+def _fast_column(values: list[Any], field: InputField) -> pa.Array | None:
+    """The column as an Arrow array when every value plainly has the right type, else None."""
+    allowed = _FAST_TYPES.get(field.type)
+    if allowed is None:
+        return None
+    types = set(map(type, values))
+    if field.nullable:
+        types.discard(type(None))
+    if not types <= allowed:
+        return None
+    try:
+        array = pa.array(values, type=ARROW_TYPES[field.type])
+    except (pa.ArrowException, OverflowError, UnicodeEncodeError, TypeError, ValueError):
+        return None  # the value-by-value check names the culprit
+    if field.type == "double" and pc.any(pc.invert(pc.is_finite(array))).as_py():
+        return None
+    return array
+
+
+def _slow_column(values: list[Any], field: InputField, problems: list[FieldProblem]) -> pa.Array | None:
+    converted = []
+    for i, value in enumerate(values):
+        if value is _MISSING:
+            continue  # already reported as missing
+        checked, problem = _check_value(value, field)
+        if problem:
+            problems.append(FieldProblem(i, field.name, problem))
+        converted.append(checked)
+    if len(converted) != len(values) or problems:
+        return None
+    return pa.array(converted, type=ARROW_TYPES[field.type])
+
+
+def _shape_problems(records: list[Any], expected: frozenset[str]) -> list[FieldProblem]:
+    problems: list[FieldProblem] = []
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            problems.append(FieldProblem(i, "<record>", f"expected an object of fields, got {_type_name(record)}"))
+            continue
+        keys = record.keys()
+        if keys == expected:
+            continue
+        for name in sorted(expected - keys):
+            problems.append(FieldProblem(i, name, "is missing"))
+        for name in sorted(keys - expected, key=str):
+            problems.append(FieldProblem(i, _shown(name).strip("'\""),
+                                         f"is not an input of this model; expected fields {sorted(expected)}"))
+    return problems
 
 
 def records_to_table(records: Iterable[Mapping[str, Any]], fields: Sequence[InputField]) -> pa.Table:
@@ -77,32 +160,53 @@ def records_to_table(records: Iterable[Mapping[str, Any]], fields: Sequence[Inpu
     """
     records = list(records)
     if not records:
-        raise InputValidationError([FieldProblem(0, "records", "the batch is empty; send at least one record")])
-    expected = {f.name for f in fields}
-    problems: list[FieldProblem] = []
-    columns: dict[str, list[Any]] = {f.name: [] for f in fields}
-    for i, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            problems.append(FieldProblem(i, "<record>", f"expected an object of fields, got {_type_name(record)}"))
-            continue
-        keys = set(record)
-        if keys != expected:
-            for name in sorted(expected - keys):
-                problems.append(FieldProblem(i, name, "is missing"))
-            for name in sorted(keys - expected, key=str):
-                problems.append(FieldProblem(i, str(name), f"is not an input of this model; expected fields {sorted(expected)}"))
-        for f in fields:
-            if f.name not in record:
-                continue
-            converted, problem = _check_value(record[f.name], f)
-            if problem:
-                problems.append(FieldProblem(i, f.name, problem))
-            columns[f.name].append(converted)
+        raise InputValidationError([FieldProblem(0, "records", EMPTY_BATCH)])
+    problems = _shape_problems(records, frozenset(f.name for f in fields))
+    arrays = []
+    for f in fields:
+        values = [r.get(f.name, _MISSING) if isinstance(r, Mapping) else _MISSING for r in records]
+        array = _fast_column(values, f)
+        if array is None:
+            array = _slow_column(values, f, problems)
+        arrays.append(array)
     if problems:
+        problems.sort(key=lambda p: p.record)
         raise InputValidationError(problems)
-    arrays = [pa.array(columns[f.name], type=ARROW_TYPES[f.type]) for f in fields]
-    arrays.append(pa.array(range(len(records)), type=pa.int64()))
+    arrays.append(pa.array(np.arange(len(records), dtype=np.int64)))
     return pa.Table.from_arrays(arrays, names=[*(f.name for f in fields), ROW_ID])
+
+
+def _compatible(col_type: pa.DataType, field: InputField) -> bool:
+    return (
+        col_type == ARROW_TYPES[field.type]
+        or pa.types.is_null(col_type)
+        or (field.type == "double" and (pa.types.is_integer(col_type) or pa.types.is_floating(col_type)))
+        or (field.type == "integer" and pa.types.is_integer(col_type))
+        or (field.type == "string" and pa.types.is_large_string(col_type))
+        or (field.type == "timestamp" and pa.types.is_timestamp(col_type))
+    )
+
+
+def _first_index(mask: pa.ChunkedArray | pa.Array) -> int:
+    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
+
+
+def _cast_column(col: pa.ChunkedArray, field: InputField) -> tuple[pa.ChunkedArray | None, FieldProblem | None]:
+    if not _compatible(col.type, field):
+        return None, FieldProblem(0, field.name, f"column type is {col.type}, expected {field.type}")
+    try:
+        if pa.types.is_timestamp(col.type) and col.type.tz is not None:
+            col = col.cast(pa.timestamp(col.type.unit, tz="UTC")).cast(pa.timestamp(col.type.unit))
+        col = col.cast(ARROW_TYPES[field.type])
+    except pa.ArrowException as exc:
+        return None, FieldProblem(0, field.name, f"column cannot be cast to {field.type}: {exc}")
+    if not field.nullable and col.null_count:
+        return None, FieldProblem(_first_index(col.is_null()), field.name, "is required (not nullable), got null")
+    if field.type == "double":
+        bad = pc.invert(pc.is_finite(col)).fill_null(False)
+        if pc.any(bad).as_py():
+            return None, FieldProblem(_first_index(bad), field.name, "expected a finite number, got NaN or infinity")
+    return col, None
 
 
 def arrow_to_request_table(table: pa.Table, fields: Sequence[InputField]) -> pa.Table:
@@ -112,32 +216,29 @@ def arrow_to_request_table(table: pa.Table, fields: Sequence[InputField]) -> pa.
     problems = [FieldProblem(0, n, "column is missing") for n in sorted(expected - names)]
     problems += [FieldProblem(0, n, "is not an input of this model") for n in sorted(names - expected)]
     if table.num_rows == 0:
-        problems.append(FieldProblem(0, "records", "the batch is empty; send at least one record"))
+        problems.append(FieldProblem(0, "records", EMPTY_BATCH))
     if problems:
         raise InputValidationError(problems)
     arrays = []
     for f in fields:
-        col = table.column(f.name)
-        target = ARROW_TYPES[f.type]
-        compatible = (
-            col.type == target
-            or pa.types.is_null(col.type)
-            or (f.type == "double" and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)))
-            or (f.type == "integer" and pa.types.is_integer(col.type))
-            or (f.type == "string" and pa.types.is_large_string(col.type))
-            or (f.type == "timestamp" and pa.types.is_timestamp(col.type))
-        )
-        if not compatible:
-            problems.append(FieldProblem(0, f.name, f"column type is {col.type}, expected {f.type}"))
-            continue
-        if pa.types.is_timestamp(col.type) and col.type.tz is not None:
-            col = col.cast(pa.timestamp(col.type.unit, tz="UTC")).cast(pa.timestamp(col.type.unit))
-        col = col.cast(target)
-        if not f.nullable and col.null_count:
-            first = next(i for i, v in enumerate(col.is_null().to_pylist()) if v)
-            problems.append(FieldProblem(first, f.name, "is required (not nullable), got null"))
+        col, problem = _cast_column(table.column(f.name), f)
+        if problem:
+            problems.append(problem)
         arrays.append(col)
     if problems:
         raise InputValidationError(problems)
-    arrays.append(pa.array(range(table.num_rows), type=pa.int64()))
+    arrays.append(pa.chunked_array([np.arange(table.num_rows, dtype=np.int64)]))
     return pa.Table.from_arrays(arrays, names=[*(f.name for f in fields), ROW_ID])
+
+
+def pandas_to_request_table(frame: Any, fields: Sequence[InputField]) -> pa.Table:
+    """Convert a pandas DataFrame column by column (naming a column Arrow cannot type), then check it."""
+    columns, problems = {}, []
+    for name in frame.columns:
+        try:
+            columns[str(name)] = pa.array(frame[name], from_pandas=True)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            problems.append(FieldProblem(0, _shown(name).strip("'\""), f"column has values of mixed or unsupported types: {exc}"))
+    if problems:
+        raise InputValidationError(problems)
+    return arrow_to_request_table(pa.table(columns) if columns else pa.table({}), fields)

@@ -1,40 +1,82 @@
 """HTTP model server: ``serve-model --registry artifacts/registry`` (or ``--bundle DIR``).
 
 Endpoints: ``POST /predict`` (one record, or ``{"records": [...]}``), ``GET /health``,
-``GET /ready``, ``GET /metadata``; OpenAPI docs at ``/docs``. Bad input is a 4xx naming the record
-and field, never a 500.
+``GET /ready``, ``GET /metadata``, ``GET /metrics`` (Prometheus text); OpenAPI docs at ``/docs``.
+Bad input is a 4xx naming the record and field, never a 500; a 500 means a fault on our side.
+Every answered prediction is in the prediction log before the answer leaves.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import sys
-from dataclasses import dataclass
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.bundle import InputField
 from serving.errors import BundleError, InputValidationError, RegistryError
-from serving.predictor import Predictor
+from serving.metrics import CONTENT_TYPE, ServerMetrics
+from serving.prediction_log import PredictionLog, PredictionLogOptions
+from serving.registry import resolve_bundle_path
+from serving.reload import ChampionWatcher, ModelHolder, load_warm
+from serving.scoring import BatchingScorer
+
+log = logging.getLogger("serving.server")
+
+ROUTES = frozenset({"/predict", "/health", "/ready", "/metadata", "/metrics", "/openapi.json", "/docs"})
+MAX_PROBLEMS_SHOWN = 100
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """How the server finds its model and what it accepts."""
+    """How the server finds its model, what it accepts and where it logs."""
 
     model_source: Path
-    """A bundle directory, or a registry directory whose champion is served."""
+    """A bundle directory, or a registry directory whose champion is served (and hot-reloaded)."""
     max_body_bytes: int = 1 << 20
     """Largest request body accepted (413 above); counted while reading, not from Content-Length."""
     max_records: int = 10_000
     """Largest batch accepted (413 above)."""
+    prediction_log: PredictionLogOptions = field(default_factory=PredictionLogOptions)
+    """Where every served prediction is appended (default ``artifacts/prediction_logs``)."""
+    reload_interval_s: float = 2.0
+    """How often the registry's champion pointer is checked; 0 turns hot reload off."""
+    scoring_threads: int = 2
+    """Worker threads that run the feature SQL and the model (one per core is right)."""
+    max_batch_records: int = 1024
+    """Queued requests are merged into one scoring batch up to this many records."""
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped, so any echoed input (even a lone surrogate) encodes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _error(status: int, message: str, problems: list[dict[str, Any]] | None = None) -> AsciiJSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if problems is not None:
+        body["problem_count"] = len(problems)
+        body["problems"] = problems[:MAX_PROBLEMS_SHOWN]
+    return AsciiJSONResponse(status_code=status, content=body)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -47,112 +89,228 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _error(status: int, message: str, problems: list[dict[str, Any]] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if problems is not None:
-        body["problems"] = problems
-    return JSONResponse(status_code=status, content=body)
+class ObserveAndContain:
+    """ASGI middleware: counts and times every request, and turns an unexpected exception into a JSON 500.
+
+    A 500 is reserved for faults on our side; bad input is answered with a 4xx before it gets here.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_at = time.perf_counter()
+        status = 0
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        except Exception:
+            log.exception("internal error answering %s %s", scope.get("method"), scope.get("path"))
+            self.metrics.count_error("internal")
+            if status == 0:
+                await _error(500, "internal server error; the request was not scored. See the server log.")(
+                    scope, receive, send_observed)
+        finally:
+            if status in (404, 405):
+                self.metrics.count_error("not_found" if status == 404 else "method_not_allowed")
+            route = scope["path"] if scope["path"] in ROUTES else "other"
+            self.metrics.observe_request(route, scope["method"], status or 500, time.perf_counter() - started_at)
+
+
+_JSON_TYPES = {"string": {"type": "string"}, "double": {"type": "number"}, "integer": {"type": "integer"},
+               "boolean": {"type": "boolean"}, "timestamp": {"type": "string", "format": "date-time"}}
+
+
+def record_json_schema(fields: tuple[InputField, ...]) -> dict[str, Any]:
+    """JSON Schema (OpenAPI 3.1) of one raw record, from the bundle's input schema."""
+    properties = {}
+    for f in fields:
+        base = dict(_JSON_TYPES[f.type])
+        if f.nullable:
+            base["type"] = [base["type"], "null"]
+        properties[f.name] = base
+    return {"type": "object", "properties": properties, "required": [f.name for f in fields],
+            "additionalProperties": False}
+
+
+def _openapi_predict(fields: tuple[InputField, ...], max_records: int) -> dict[str, Any]:
+    record = record_json_schema(fields)
+    problem = {"type": "object", "properties": {"record": {"type": "integer"}, "field": {"type": "string"},
+                                                  "problem": {"type": "string"}}}
+    error = {"type": "object", "properties": {"error": {"type": "string"},
+                                              "problems": {"type": "array", "items": problem}}}
+    scored = {"score": {"type": "number"}, "label": {"type": "integer"}}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+            {**record, "title": "One record"},
+            {"type": "object", "title": "A batch", "required": ["records"], "additionalProperties": False,
+             "properties": {"records": {"type": "array", "items": record, "minItems": 1, "maxItems": max_records}}},
+        ]}}}},
+        "responses": {
+            "200": {"description": "Scores: `score` and `label` for one record, `predictions` for a batch",
+                    "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "model_id": {"type": "string"}, "request_id": {"type": "string"}, **scored,
+                        "predictions": {"type": "array", "items": {"type": "object", "properties": scored}}}}}}},
+            "400": {"description": "The body is not JSON", "content": {"application/json": {"schema": error}}},
+            "413": {"description": "Body or batch over the limit", "content": {"application/json": {"schema": error}}},
+            "422": {"description": "Records do not match the input schema; each problem names record and field",
+                    "content": {"application/json": {"schema": error}}},
+        },
+    }
+
+
+def _records_of(body: Any) -> tuple[list[Any], bool] | AsciiJSONResponse:
+    """(records, single) from a parsed body, or a 422 when a batch envelope is malformed."""
+    if not (isinstance(body, dict) and "records" in body):
+        return [body], True
+    extra = sorted(k for k in body if k != "records")
+    if extra:
+        return _error(422, "a batch is {\"records\": [...]} with no other keys",
+                      [{"record": 0, "field": k, "problem": "unexpected key next to 'records'"} for k in extra])
+    records = body["records"]
+    if not isinstance(records, list):
+        return _error(422, "'records' must be an array of objects",
+                      [{"record": 0, "field": "records", "problem": f"expected array, got {type(records).__name__}"}])
+    return records, False
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
-    """Build the app; the model is loaded here, before the server accepts traffic."""
-    predictor = Predictor.load(settings.model_source)
-    ready = {"ok": False}
+    """Build the app. The model is loaded and warmed up here; threads start with the server."""
+    source = Path(settings.model_source)
+    first = load_warm(resolve_bundle_path(source))
+    holder = ModelHolder(first)
+    metrics = ServerMetrics()
+    metrics.model_loaded(first.model_id)
+    schema = first.manifest.input_schema
+    is_registry = source != resolve_bundle_path(source)
+    state: dict[str, Any] = {"ready": False}
 
-    app = FastAPI(title="Model server", version="1", description=__doc__)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        prediction_log = PredictionLog(settings.prediction_log)
+        scorer = BatchingScorer(holder, prediction_log, metrics, threads=settings.scoring_threads,
+                                max_batch_records=settings.max_batch_records)
+        watcher = ChampionWatcher(source, holder, metrics, settings.reload_interval_s)
+        scorer.start()
+        if is_registry and settings.reload_interval_s > 0:
+            watcher.start()
+        state.update(scorer=scorer, ready=True)
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            watcher.stop()
+            scorer.stop()
+            prediction_log.close()
 
-    @app.get("/health")
+    app = FastAPI(title="Model server", version="1", description=__doc__, lifespan=lifespan)
+    app.add_middleware(ObserveAndContain, metrics=metrics)
+
+    @app.get("/health", summary="Liveness: the process answers")
     def health() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/ready")
-    def ready_() -> JSONResponse:
-        if not ready["ok"]:
+    @app.get("/ready", summary="Readiness: a model is loaded, warmed up, and scoring threads run")
+    def ready() -> JSONResponse:
+        if not state["ready"]:
             return _error(503, "model not loaded or warm-up not passed yet")
-        return JSONResponse({"status": "ready", "model_id": predictor.model_id})
+        return AsciiJSONResponse({"status": "ready", "model_id": holder.current.model_id})
 
-    @app.get("/metadata")
-    def metadata() -> dict[str, Any]:
-        m = predictor.manifest
-        return {
-            "model_id": m.bundle_id,
-            "task": m.task,
-            "features": list(m.feature_names),
-            "input_schema": [f.__dict__ for f in m.input_schema],
-            "threshold": m.threshold,
-            "metrics": m.metrics,
-            "gates": m.gates,
-        }
+    @app.get("/metadata", summary="The served model: id, features, input schema, metrics and gate results")
+    def metadata() -> JSONResponse:
+        m = holder.current.manifest
+        return AsciiJSONResponse({
+            "model_id": m.bundle_id, "task": m.task, "features": list(m.feature_names),
+            "input_schema": [f.__dict__ for f in m.input_schema], "threshold": m.threshold,
+            "metrics": m.metrics, "gates": m.gates, "lineage": m.lineage,
+        })
 
-    @app.post(
-        "/predict",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {
-                    "oneOf": [
-                        {"type": "object", "description": "one raw record"},
-                        {"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object"}}},
-                         "required": ["records"]},
-                    ]
-                }}},
-            }
-        },
-    )
+    @app.get("/metrics", summary="Prometheus metrics (text format 0.0.4)")
+    def metrics_() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/predict", summary="Score one raw record or a batch", openapi_extra=_openapi_predict(schema, settings.max_records))
     async def predict(request: Request) -> JSONResponse:
         try:
             raw = await _read_body(request, settings.max_body_bytes)
         except _BodyTooLarge:
+            metrics.count_error("body_too_large")
             return _error(413, f"request body is over the {settings.max_body_bytes} byte limit; send smaller batches")
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"request body is not valid JSON: {exc}")
-        single = not (isinstance(body, dict) and "records" in body)
-        records = [body] if single else body["records"]
-        if not isinstance(records, list):
-            return _error(422, "'records' must be an array of objects",
-                          [{"record": 0, "field": "records", "problem": f"expected array, got {type(records).__name__}"}])
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints; deep nesting
+            metrics.count_error("invalid_json")
+            return _error(400, f"request body is not valid JSON: {str(exc)[:200]}")
+        parsed = _records_of(body)
+        if isinstance(parsed, JSONResponse):
+            metrics.count_error("invalid_input")
+            return parsed
+        records, single = parsed
         if len(records) > settings.max_records:
+            metrics.count_error("too_many_records")
             return _error(413, f"batch of {len(records)} records is over the {settings.max_records} record limit")
         try:
-            result = predictor.predict(records)
+            table = holder.current.request_table(records)
         except InputValidationError as exc:
+            metrics.count_error("invalid_input")
             return _error(422, str(exc), [p.__dict__ for p in exc.problems])
+        request_id = _request_id(request)
+        result = await state["scorer"].score(table, records, request_id)
+        payload: dict[str, Any] = {"model_id": result.model_id, "request_id": request_id}
         out = result.to_records()
-        payload: dict[str, Any] = {"model_id": result.model_id}
         if single:
             payload.update(out[0])
         else:
             payload["predictions"] = out
-        return JSONResponse(payload)
+        return AsciiJSONResponse(payload, headers={"x-request-id": request_id})
 
-    # Warm-up: the first query plans and allocates; do it before /ready says yes.
-    predictor.predict([_example_record(predictor)])
-    ready["ok"] = True
     return app
-
-
-def _example_record(predictor: Predictor) -> dict[str, Any]:
-    """A valid record of the bundle's schema, for warm-up."""
-    samples = {"string": "warmup", "double": 1.0, "integer": 1, "boolean": False, "timestamp": "2026-01-01T12:00:00"}
-    return {f.name: samples[f.type] for f in predictor.manifest.input_schema}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="serve-model", description="Serve a model bundle over HTTP.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--registry", type=Path, default=Path("artifacts/registry"),
-                        help="registry directory; its champion is served (default: artifacts/registry)")
+                        help="registry directory; its champion is served and hot-reloaded (default: artifacts/registry)")
     source.add_argument("--bundle", type=Path, help="serve this bundle directory instead of the champion")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--prediction-logs", type=Path, default=PredictionLogOptions.directory,
+                        help="folder of the prediction log files (default: artifacts/prediction_logs)")
+    parser.add_argument("--fsync-interval", type=float, default=PredictionLogOptions.fsync_interval_s,
+                        help="seconds between fsyncs of the prediction log; 0 fsyncs before every answer (default: 1)")
+    parser.add_argument("--reload-interval", type=float, default=ServerSettings.reload_interval_s,
+                        help="seconds between checks of the champion pointer; 0 disables hot reload (default: 2)")
+    parser.add_argument("--scoring-threads", type=int, default=ServerSettings.scoring_threads,
+                        help=f"threads running the feature SQL and the model (default: {ServerSettings.scoring_threads})")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn
 
+    settings = ServerSettings(
+        model_source=args.bundle or args.registry,
+        prediction_log=PredictionLogOptions(directory=args.prediction_logs, fsync_interval_s=args.fsync_interval),
+        reload_interval_s=args.reload_interval,
+        scoring_threads=args.scoring_threads,
+    )
     try:
-        app = create_app(ServerSettings(model_source=args.bundle or args.registry))
+        app = create_app(settings)
     except (BundleError, RegistryError) as exc:
         print(f"serve-model: cannot load the model: {exc}", file=sys.stderr)
         return 2

@@ -82,3 +82,27 @@ def raw_records(pipeline_run: PipelineRun) -> list[dict]:
     for r in records:
         r["txn_ts"] = r["txn_ts"].isoformat()
     return records
+
+
+def derive_bundle(registry: Path, source: str | None = None, **changes: object) -> str:
+    """Write a copy of bundle ``source`` (default: the champion) with manifest fields changed; return its id.
+
+    Goes through ``training.bundle.write_bundle`` so the copy is a valid, correctly addressed bundle.
+    """
+    from serving.bundle import load_bundle
+    from serving.registry import bundles_dir, resolve_bundle_path
+    from training.bundle import bundle_manifest_fields, write_bundle
+
+    bundle = load_bundle(bundles_dir(registry) / source if source else resolve_bundle_path(registry))
+    fields = {k: v for k, v in bundle.manifest.__dict__.items() if k not in ("bundle_id", "frozen_tables")}
+    bundle_id, _ = write_bundle(bundles_dir(registry), model_bytes=bundle.model_bytes, serving_sql=bundle.serving_sql,
+                                tables=bundle.tables, manifest=bundle_manifest_fields(**{**fields, **changes}))
+    return bundle_id
+
+
+@pytest.fixture
+def registry_copy(pipeline_run: PipelineRun, tmp_path: Path) -> Path:
+    """A private copy of the session registry, for tests that promote or corrupt bundles."""
+    import shutil
+
+    return Path(shutil.copytree(pipeline_run.registry, tmp_path / "registry"))

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving.bundle import MANIFEST, MODEL_FILE, SQL_FILE, BundleManifest, content_digest
+from serving.bundle import FUSED_FILE, MANIFEST, MODEL_FILE, SQL_FILE, BundleManifest, content_digest
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -22,7 +22,8 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def write_bundle(bundles_dir: Path, *, model_bytes: bytes, serving_sql: str, tables: dict[str, pa.Table],
-                 manifest: BundleManifest, existing: tuple[Path, ...] = ()) -> tuple[str, Path]:
+                 manifest: BundleManifest, existing: tuple[Path, ...] = (),
+                 fused_bytes: bytes | None = None) -> tuple[str, Path]:
     """Write the bundle under ``bundles_dir/<bundle_id>`` and return (bundle_id, path).
 
     ``manifest.bundle_id`` and ``manifest.frozen_tables`` are filled in here. Writing the same
@@ -30,6 +31,8 @@ def write_bundle(bundles_dir: Path, *, model_bytes: bytes, serving_sql: str, tab
     it already in one of the ``existing`` folders (e.g. published bundles), whose path is returned.
     """
     files = {MODEL_FILE: model_bytes, SQL_FILE: serving_sql.encode()}
+    if fused_bytes is not None:
+        files[FUSED_FILE] = fused_bytes
     frozen = {}
     for name, table in sorted(tables.items()):
         rel = f"tables/{name}.parquet"

@@ -34,14 +34,12 @@ from onnx import TensorProto, helper, numpy_helper
 from sqlglot import exp
 
 from serving.bundle import InputField
+from serving.fused import FEATURES_OUTPUT, INT64_NULL, STRING_NULL
 from training.errors import FusedCompileError
 
 OPSET = 20
 ML_OPSET = 4
-INT64_NULL = np.iinfo(np.int64).min
-STRING_NULL = "\0"
 MAX_REGEX_KEYS = 512
-FEATURES_OUTPUT = "features"
 SUPPORTED = (
     "+ - * /, comparisons, AND/OR/NOT; CASE WHEN; COALESCE, NULLIF, IS [NOT] NULL; LN, LOG10, EXP, "
     "SQRT, ABS, POWER, LEAST, GREATEST, FLOOR, CEIL, ROUND; CAST; string = and IN against constants "
@@ -202,7 +200,7 @@ class _Compiler:
             if select.args.get(banned):
                 raise FusedCompileError(f"{where}: {banned.upper()} is not row-level; not supported")
         aliases: dict[str, _Scope] = {}
-        from_ = select.args["from"].this
+        from_ = (select.args.get("from_") or select.args.get("from")).this
         aliases[from_.alias_or_name] = self.relation(from_, where)
         default = from_.alias_or_name
         for join in select.args.get("joins") or []:
@@ -578,7 +576,7 @@ class _Compiler:
             if isinstance(value, Bool):
                 return self.num(value, sql)
             return self.round(value, None, sql)  # DuckDB rounds half away from zero when casting to integer
-        elif target in (T.TIMESTAMP, T.DATETIME):
+        elif target in (T.TIMESTAMP, T.TIMESTAMPNTZ, T.DATETIME):
             if isinstance(value, Num):
                 return value
         elif target == T.BOOLEAN:
@@ -688,7 +686,10 @@ class _Compiler:
         final = self.tree
         if not isinstance(final, exp.Select):
             raise FusedCompileError("serving SQL must be a SELECT")
-        scope = self.select_scope(final.copy().set("with", None) if final.args.get("with") else final, "final select")
+        body = final.copy()
+        body.set("with_", None)
+        body.set("with", None)
+        scope = self.select_scope(body, "final select")
         out = []
         for name in names:
             value = scope.get(name, "final select")

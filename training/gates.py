@@ -37,6 +37,8 @@ class GateResult:
     passed: bool
     detail: str = ""
     """Why, when the numbers alone do not say (skipped slice, no champion...)."""
+    blocking: bool = True
+    """False for gates that only switch something off (the fused model) instead of stopping a deploy."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +151,30 @@ def report_table(results: list[GateResult]) -> str:
     for r in results:
         value = "-" if r.value is None else f"{r.value:.6g}"
         threshold = "-" if r.threshold is None else f"{r.threshold:.6g}"
-        lines.append(f"{r.gate:<{width}}  {value:>12}  {r.comparison:2}  {threshold:>12}  "
-                     f"{'PASS' if r.passed else 'FAIL':<6}  {r.detail}")
+        verdict = "PASS" if r.passed else "FAIL" if r.blocking else "OFF"
+        lines.append(f"{r.gate:<{width}}  {value:>12}  {r.comparison:2}  {threshold:>12}  {verdict:<6}  {r.detail}")
     return "\n".join(lines)
+
+
+def edge_case_rows(raw: pa.Table, fields: list[Any], seed: int, rows: int = 50) -> pa.Table:
+    """Raw rows with one field each set to an edge case: null, empty or padded strings, unseen
+    categories, zero, negative and extreme numbers, midnight, DST switches and pre-1970 times."""
+    rng = np.random.default_rng(seed)
+    base = raw.slice(0, min(rows, raw.num_rows)).to_pylist()
+    import datetime as dt
+
+    cases: dict[str, list[Any]] = {
+        "string": ["", "   ", " zz_unseen_category ", "ZZ", "O'Brien; drop table x", "ünïcödé"],
+        "double": [0.0, -1.0, 1e-9, 1e12, 123456.789],
+        "integer": [0, -1, 2**40],
+        "timestamp": [dt.datetime(2026, 3, 29, 0, 0), dt.datetime(2026, 3, 29, 1, 30), dt.datetime(2026, 10, 25, 0, 59, 59),
+                      dt.datetime(2026, 11, 1, 6, 0), dt.datetime(1969, 12, 31, 23, 59, 59), dt.datetime(2100, 2, 28, 12)],
+        "boolean": [True, False],
+    }
+    out = []
+    for field in fields:
+        for value in cases.get(field.type, []) + ([None] if field.nullable else []):
+            row = dict(base[int(rng.integers(len(base)))])
+            row[field.name] = value
+            out.append(row)
+    return pa.Table.from_pylist(out, schema=raw.schema)

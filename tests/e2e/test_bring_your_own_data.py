@@ -14,7 +14,7 @@ import yaml
 from serving import Predictor
 from serving.registry import read_champion
 from tests.conftest import run_orchestrator
-from tests.e2e.test_http import running_server
+from tests.e2e.serverproc import start_server
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
@@ -75,11 +75,15 @@ def test_regression_dataset_runs_end_to_end_to_a_served_prediction(tmp_path: Pat
     local = predictor.predict([record]).to_records()[0]["prediction"]
     assert 25 < local < 70  # about 10 + 16 + 6 + 8 + 6 minutes
 
-    with running_server(registry) as base:
-        import httpx
+    import httpx
 
-        served = httpx.post(f"{base}/predict", json=record)
+    server = start_server("--registry", str(registry), "--prediction-logs", str(tmp_path / "logs"), work=tmp_path / "server")
+    try:
+        served = httpx.post(f"{server.base}/predict", json=record)
         assert served.status_code == 200, served.text
-        assert served.json() == {"model_id": read_champion(registry)["bundle_id"], "prediction": local}
-        bad = httpx.post(f"{base}/predict", json={**record, "distance_m": "far"})
+        body = served.json()
+        assert body["model_id"] == read_champion(registry)["bundle_id"] and body["prediction"] == local
+        bad = httpx.post(f"{server.base}/predict", json={**record, "distance_m": "far"})
         assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "distance_m"
+    finally:
+        server.stop()

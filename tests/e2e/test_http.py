@@ -1,11 +1,6 @@
 """The HTTP server, started with its documented command, on loopback."""
 
-import contextlib
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,49 +9,16 @@ import pytest
 
 from serving.registry import read_champion
 from tests.conftest import PipelineRun
+from tests.e2e.serverproc import ServerProcess
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(registry: Path) -> Iterator[str]:
-    """The documented server command on a free loopback port; yields its base URL once ready."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--registry", str(registry), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()}")
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("server not ready within 60 s")
-    try:
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
-def server(pipeline_run: PipelineRun) -> Iterator[str]:
-    with running_server(pipeline_run.registry) as base:
-        yield base
+def server(champion_server: ServerProcess) -> str:
+    return champion_server.base
 
 
 def test_health_ready_and_metadata(server: str, pipeline_run: PipelineRun) -> None:
@@ -65,13 +27,23 @@ def test_health_ready_and_metadata(server: str, pipeline_run: PipelineRun) -> No
     assert httpx.get(f"{server}/ready").json()["model_id"] == champion
     meta = httpx.get(f"{server}/metadata").json()
     assert meta["model_id"] == champion and "log_amount" in meta["features"]
-    assert httpx.get(f"{server}/openapi.json").status_code == 200
+    assert {"name": "amount", "type": "double", "nullable": False} in meta["input_schema"]
+    assert meta["metrics"]["test"]["roc_auc"] > 0.5 and "gates" in meta
+    spec = httpx.get(f"{server}/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    record = body["oneOf"][0]
+    # The request schema is the bundle's input schema.
+    assert record["properties"]["amount"] == {"type": "number"}
+    assert record["properties"]["device_type"] == {"type": ["string", "null"]}
+    assert record["additionalProperties"] is False and len(record["required"]) == len(meta["input_schema"])
+    assert httpx.get(f"{server}/docs").status_code == 200
 
 
 def test_predict_one_record_and_a_batch(server: str, raw_records: list[dict]) -> None:
-    one = httpx.post(f"{server}/predict", json=raw_records[0])
+    one = httpx.post(f"{server}/predict", json=raw_records[0], headers={"x-request-id": "req-42"})
     assert one.status_code == 200, one.text
     assert 0 <= one.json()["score"] <= 1 and one.json()["label"] in (0, 1)
+    assert one.json()["request_id"] == one.headers["x-request-id"] == "req-42"
     batch = httpx.post(f"{server}/predict", json={"records": raw_records[:50]})
     assert batch.status_code == 200
     predictions = batch.json()["predictions"]
@@ -86,11 +58,19 @@ def test_bad_input_is_a_4xx_naming_record_and_field(server: str, raw_records: li
     assert {"record": 1, "field": "amount", "problem": "is missing"} in r.json()["problems"]
     r = httpx.post(f"{server}/predict", json={**raw_records[0], "amount": "12.00"})
     assert r.status_code == 422 and r.json()["problems"][0]["field"] == "amount"
-    assert httpx.post(f"{server}/predict", json={"records": []}).status_code == 422
+    r = httpx.post(f"{server}/predict", json={"records": []})
+    assert r.status_code == 422 and r.json()["problems"][0]["field"] == "records"
+    assert httpx.post(f"{server}/predict", json={"records": [raw_records[0]], "extra": 1}).status_code == 422
     assert httpx.post(f"{server}/predict", content=b"{not json").status_code == 400
+    assert httpx.post(f"{server}/predict", content=b"[" * 200_000).status_code == 400  # nesting past the recursion limit
+    assert httpx.post(f"{server}/predict", content=b'{"a": ' + b"9" * 5000 + b"}").status_code == 400  # int too long
+    tricky = {**raw_records[0], "merchant_category": "\ud800", "txn_ts": "0001-01-01T00:00:00+05:00", "amount": 10**400}
+    r = httpx.post(f"{server}/predict", content=json.dumps(tricky).encode())
+    assert r.status_code == 422
+    assert {p["field"] for p in r.json()["problems"]} == {"merchant_category", "txn_ts", "amount"}
 
 
-def test_oversized_body_is_413_even_without_content_length(server: str, raw_records: list[dict]) -> None:
+def test_limits_are_413(server: str, raw_records: list[dict]) -> None:
     body = json.dumps({"records": raw_records * 30}).encode()  # > 1 MiB
     assert len(body) > 1 << 20
 
@@ -99,4 +79,41 @@ def test_oversized_body_is_413_even_without_content_length(server: str, raw_reco
             yield body[i:i + 65536]
 
     r = httpx.post(f"{server}/predict", content=chunks(), headers={"content-type": "application/json"})
-    assert r.status_code == 413
+    assert r.status_code == 413  # counted while streaming: chunked upload, no Content-Length
+    many = json.dumps({"records": [{}] * 10_001}).encode()
+    assert len(many) < 1 << 20
+    assert httpx.post(f"{server}/predict", content=many).status_code == 413
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_metrics_in_prometheus_text_format(server: str, raw_records: list[dict]) -> None:
+    httpx.post(f"{server}/predict", json=raw_records[1])
+    httpx.post(f"{server}/predict", content=b"nope")
+    httpx.get(f"{server}/nowhere")
+    r = httpx.get(f"{server}/metrics")
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = r.text
+    for line in text.splitlines():  # every sample line is `name{labels} value`
+        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2 and float(line.rsplit(" ", 1)[1]) >= 0
+    assert _metric(text, 'serving_requests_total{route="/predict",method="POST",status="200"}') >= 1
+    assert _metric(text, 'serving_request_duration_seconds_count{route="/predict"}') >= 2
+    assert 'serving_request_duration_seconds_bucket{route="/predict",le="+Inf"}' in text
+    assert _metric(text, 'serving_errors_total{kind="invalid_json"}') >= 1
+    assert _metric(text, 'serving_errors_total{kind="not_found"}') >= 1
+    assert _metric(text, 'serving_errors_total{kind="internal"}') == 0
+    assert _metric(text, "serving_predictions_total") >= 1
+    champion = httpx.get(f"{server}/ready").json()["model_id"]
+    assert f'serving_model_info{{model_id="{champion}"}} 1' in text
+
+
+def test_every_answered_prediction_is_logged(champion_server: ServerProcess, raw_records: list[dict]) -> None:
+    r = httpx.post(f"{champion_server.base}/predict", json={"records": raw_records[:3]}, headers={"x-request-id": "logged-1"})
+    logs = Path(champion_server.log_path.parent / "logs")
+    lines = [json.loads(line) for f in sorted(logs.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    mine = [line for line in lines if line["request_id"] == "logged-1"]
+    assert [m["record_index"] for m in mine] == [0, 1, 2]
+    assert [m["score"] for m in mine] == [p["score"] for p in r.json()["predictions"]]
+    assert mine[0]["inputs"] == raw_records[0] and mine[0]["model_id"] == r.json()["model_id"]

@@ -82,3 +82,45 @@ def test_registry_promotes_atomically_and_keeps_history(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="no such bundle"):
         registry.promote(tmp_path, "f" * 64, by="test", reason="typo")
     assert registry.read_champion(tmp_path)["bundle_id"] == second
+
+
+def _external_data_model() -> bytes:
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    weight = numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), name="w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])], [weight])
+    model = helper.make_model(graph)
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="../../../etc/weights.bin",
+                                   size_threshold=0)
+    return model.SerializeToString()
+
+
+def test_onnx_with_external_data_is_refused(tmp_path: Path) -> None:
+    from serving.onnx_scan import check_no_external_data
+
+    _, path = _bundle(tmp_path)
+    check_no_external_data((path / "model.onnx").read_bytes(), "ok")  # a self-contained model passes
+    _, bad = write_bundle(
+        registry.bundles_dir(tmp_path), model_bytes=_external_data_model(), serving_sql=SQL, tables={},
+        manifest=bundle_manifest_fields(task="binary", feature_names=("x2",),
+                                        input_schema=(InputField("x", "double", False),), threshold=0.5),
+    )
+    with pytest.raises(BundleError, match="references external data"):
+        load_bundle(bad)
+
+
+def test_pickle_in_place_of_the_model_is_refused(tmp_path: Path) -> None:
+    import pickle
+
+    from serving import Predictor
+
+    _, path = write_bundle(
+        registry.bundles_dir(tmp_path), model_bytes=pickle.dumps({"not": "a model"}), serving_sql=SQL, tables={},
+        manifest=bundle_manifest_fields(task="binary", feature_names=("x2",),
+                                        input_schema=(InputField("x", "double", False),), threshold=0.5),
+    )
+    with pytest.raises(BundleError, match="not a valid ONNX protobuf|could not be loaded by ONNX Runtime"):
+        Predictor.load(path)

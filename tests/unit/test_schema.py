@@ -2,6 +2,8 @@ import datetime as dt
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serving.bundle import InputField
 from serving.errors import InputValidationError
@@ -66,3 +68,50 @@ def test_arrow_input_is_checked_and_cast() -> None:
     assert out.column("amount").type == pa.float64()
     with pytest.raises(InputValidationError, match="field 'amount': column type is string"):
         arrow_to_request_table(table.set_column(1, "amount", pa.array(["2"])), FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("id", "\ud800"), ("amount", 10**400), ("amount", -(10**309)), ("count", 2**63), ("count", True),
+     ("at", "0001-01-01T00:00:00+05:00"), ("at", "9999-12-31T23:59:59-05:00"), ("amount", float("inf")),
+     ("id", ["a"]), ("amount", {"v": 1}), ("at", 12.5)],
+)
+def test_values_that_would_crash_a_naive_converter_are_named(field: str, value: object) -> None:
+    assert problems([{**GOOD, field: value}]) == [(0, field)]
+
+
+def test_columns_mixing_good_and_bad_values_name_each_bad_record() -> None:
+    records = [GOOD, {**GOOD, "amount": "1"}, GOOD, {**GOOD, "amount": 10**400, "id": "\udfff"}]
+    assert problems(records) == [(1, "amount"), (3, "id"), (3, "amount")]
+
+
+def test_a_valid_batch_takes_the_fast_path_and_keeps_values() -> None:
+    rows = [{**GOOD, "amount": i, "count": None if i % 2 else i} for i in range(1000)]
+    table = records_to_table(rows, FIELDS)
+    assert table.column("amount").to_pylist() == [float(i) for i in range(1000)]
+    assert table.column("count").null_count == 500
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+field_values = {
+    "id": st.text() | json_values, "amount": st.floats() | st.integers() | json_values,
+    "count": st.integers() | json_values, "flag": st.booleans() | json_values,
+    "at": st.datetimes(timezones=st.timezones()).map(dt.datetime.isoformat) | st.text() | json_values,
+}
+records = st.fixed_dictionaries({}, optional=field_values) | st.dictionaries(st.text(max_size=4), json_values, max_size=3)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records | json_values, max_size=4))
+def test_any_json_becomes_a_table_or_a_validation_error(batch: list) -> None:
+    try:
+        table = records_to_table(batch, FIELDS)
+    except InputValidationError as exc:
+        assert exc.problems and all(0 <= p.record < max(len(batch), 1) for p in exc.problems)
+        str(exc).encode("ascii")  # messages are safe to put in any response
+        return
+    assert table.num_rows == len(batch) and table.schema.names[:-1] == [f.name for f in FIELDS]

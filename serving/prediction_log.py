@@ -1,0 +1,147 @@
+"""Append every served prediction to rotated JSON Lines files that dbt-duckdb can read.
+
+Durability policy:
+
+* Each request's lines are handed to the kernel with one ``os.write`` on an ``O_APPEND`` file
+  *before* the response is sent. A process killed at any point (SIGKILL included) therefore loses
+  no prediction it has answered: the bytes are in the page cache and the kernel writes them out.
+* ``fsync`` guards against losing the machine (power, kernel panic). It runs every
+  ``fsync_interval_s`` seconds from a background thread, when a file is rotated and on close;
+  with ``fsync_interval_s = 0`` it runs before every response (slower, nothing answered is ever
+  lost). So at most ``fsync_interval_s`` of answered predictions can be lost with the machine.
+
+Files are ``predictions-<UTC start>-<pid>-<seq>.jsonl`` and rotate when they pass
+``max_file_bytes`` or are older than ``max_file_age_s``; a line is never split across files.
+Each line is one scored record, see ``log_lines`` for the fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serving.registry import fsync_dir
+
+FILE_PREFIX = "predictions-"
+FILE_SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True)
+class PredictionLogOptions:
+    """Where and how predictions are logged."""
+
+    directory: Path = Path("artifacts/prediction_logs")
+    """Folder of the log files (created if missing). dbt reads ``<directory>/*.jsonl``."""
+    max_file_bytes: int = 64 << 20
+    """Rotate to a new file once the current one reaches this size."""
+    max_file_age_s: float = 3600.0
+    """Rotate to a new file once the current one is this old, so files close at least hourly."""
+    fsync_interval_s: float = 1.0
+    """Seconds between background fsyncs; 0 fsyncs before every response (see module docstring)."""
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def log_lines(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
+              outputs: Sequence[Mapping[str, Any]]) -> bytes:
+    """One JSON line per record: request_id, record_index, logged_at, model_id, inputs, then the
+    model's output fields (``score`` and ``label`` for binary models; ``label`` and
+    ``probabilities`` for multiclass; ``prediction`` for regression).
+
+    ``inputs`` are the raw fields exactly as received (timestamps stay strings), so monitoring sees
+    what clients sent, not what serving made of it.
+    """
+    logged_at = _utc_now().isoformat(timespec="microseconds").replace("+00:00", "Z")
+    head = json.dumps({"request_id": request_id, "logged_at": logged_at, "model_id": model_id})[:-1]
+    encode = json.JSONEncoder(ensure_ascii=True, allow_nan=False, default=str, separators=(",", ":")).encode
+    return "".join(
+        f'{head}, "record_index": {i}, "inputs": {encode(record)}, {encode(output)[1:-1]}}}\n'
+        for i, (record, output) in enumerate(zip(records, outputs))
+    ).encode()
+
+
+class PredictionLog:
+    """Thread-safe appender with size/age rotation and the fsync policy above."""
+
+    def __init__(self, options: PredictionLogOptions = PredictionLogOptions()) -> None:
+        self.options = options
+        options.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._fd = -1
+        self._path: Path | None = None
+        self._size = 0
+        self._opened_at = 0.0
+        self._dirty = False
+        self._open_next()
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        if options.fsync_interval_s > 0:
+            self._syncer = threading.Thread(target=self._sync_loop, name="prediction-log-fsync", daemon=True)
+            self._syncer.start()
+
+    @property
+    def path(self) -> Path | None:
+        """The file being appended to."""
+        return self._path
+
+    def _open_next(self) -> None:
+        stamp = _utc_now().strftime("%Y%m%dT%H%M%S%fZ")
+        self._seq += 1
+        self._path = self.options.directory / f"{FILE_PREFIX}{stamp}-{os.getpid()}-{self._seq:04d}{FILE_SUFFIX}"
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size, self._opened_at = 0, time.monotonic()
+        fsync_dir(self.options.directory)  # the new file's name survives a crash too
+
+    def _close_current(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+    def append(self, data: bytes) -> None:
+        """Write ``data`` (whole lines) to the kernel before returning; rotate first if due."""
+        if not data:
+            return
+        with self._lock:
+            if self._fd < 0:
+                raise ValueError("prediction log is closed; create a new PredictionLog")
+            age = time.monotonic() - self._opened_at
+            if self._size and (self._size + len(data) > self.options.max_file_bytes or age > self.options.max_file_age_s):
+                self._close_current()
+                self._open_next()
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (signals, huge buffers)
+                view = view[os.write(self._fd, view):]
+            self._size += len(data)
+            if self.options.fsync_interval_s <= 0:
+                os.fsync(self._fd)
+            else:
+                self._dirty = True
+
+    def sync(self) -> None:
+        """fsync the current file if anything was written since the last fsync."""
+        with self._lock:
+            if self._fd >= 0 and self._dirty:
+                os.fsync(self._fd)
+                self._dirty = False
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.options.fsync_interval_s):
+            self.sync()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join(timeout=5)
+        with self._lock:
+            self._close_current()

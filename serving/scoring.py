@@ -1,0 +1,135 @@
+"""Score validated requests on worker threads, merging requests that wait into one batch.
+
+Running the feature SQL has a fixed cost per query (parse, plan, a pipeline per join) that is
+much larger than the per-row cost, so under concurrency the requests that queued while a worker
+was busy are scored together in one query. A lone request is scored at once (no waiting for
+company), so merging adds no latency at low load. DuckDB and ONNX Runtime release the GIL, so
+two workers use two cores. Every request's log lines are written before its answer is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from serving.metrics import ServerMetrics
+from serving.prediction_log import PredictionLog, log_lines
+from serving.predictor import Predictions
+from serving.reload import ModelHolder
+from serving.schema import ROW_ID
+
+
+class PredictionLogFailed(OSError):
+    """The prediction could not be logged, so it is not served."""
+
+
+@dataclass
+class _Job:
+    request: pa.Table
+    records: Sequence[Mapping[str, Any]]
+    request_id: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Predictions]
+
+
+def _resolve(future: asyncio.Future[Predictions], result: Predictions | BaseException) -> None:
+    if future.done():  # the client went away and the request was cancelled
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def _merged(jobs: list[_Job]) -> pa.Table:
+    if len(jobs) == 1:
+        return jobs[0].request
+    table = pa.concat_tables([j.request for j in jobs])
+    index = table.schema.get_field_index(ROW_ID)
+    return table.set_column(index, ROW_ID, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
+class BatchingScorer:
+    """Thread pool that scores request tables with the holder's current predictor."""
+
+    def __init__(self, holder: ModelHolder, log: PredictionLog, metrics: ServerMetrics, *,
+                 threads: int, max_batch_records: int) -> None:
+        self._holder = holder
+        self._log = log
+        self._metrics = metrics
+        self._max_batch_records = max_batch_records
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"scorer-{i}", daemon=True) for i in range(threads)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=30)
+
+    async def score(self, request: pa.Table, records: Sequence[Mapping[str, Any]], request_id: str) -> Predictions:
+        """Score and log one validated request; raises what scoring or logging raised."""
+        loop = asyncio.get_running_loop()
+        job = _Job(request, records, request_id, loop, loop.create_future())
+        self._queue.put(job)
+        return await job.future
+
+    def _take_batch(self, first: _Job) -> tuple[list[_Job], bool]:
+        jobs, rows, stop = [first], first.request.num_rows, False
+        while rows < self._max_batch_records:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                stop = True
+                break
+            jobs.append(job)
+            rows += job.request.num_rows
+        return jobs, stop
+
+    def _work(self) -> None:
+        while (first := self._queue.get()) is not None:
+            jobs, stop = self._take_batch(first)
+            try:
+                outcomes = self._score(jobs)
+            except Exception as exc:  # never let the worker die with requests waiting on it
+                self._metrics.count_error("internal")
+                outcomes = [exc] * len(jobs)
+            for job, result in zip(jobs, outcomes):
+                job.loop.call_soon_threadsafe(_resolve, job.future, result)
+            if stop:
+                return
+
+    def _score(self, jobs: list[_Job]) -> list[Predictions | BaseException]:
+        try:
+            with self._holder.lease() as predictor:
+                scored = predictor.predict_request(_merged(jobs))
+        except Exception as exc:  # a genuine server fault; every request in the batch reports it
+            return [exc] * len(jobs)
+        results, lines, start = [], [], 0
+        outputs = scored.to_records()
+        for job in jobs:
+            end = start + job.request.num_rows
+            results.append(scored.slice(start, end))
+            lines.append(log_lines(job.request_id, scored.model_id, job.records, outputs[start:end]))
+            start = end
+        try:
+            self._log.append(b"".join(lines))
+        except OSError as exc:
+            self._metrics.count_error("prediction_log")
+            failure = PredictionLogFailed(f"could not append to the prediction log {self._log.path}: {exc}")
+            return [failure] * len(jobs)
+        self._metrics.count_predictions(start)
+        return results
