@@ -575,7 +575,10 @@ class _Compiler:
                 return Const(None if value.value is None else _round_half_away(float(value.value)))
             if isinstance(value, Bool):
                 return self.num(value, sql)
-            return self.round(value, None, sql)  # DuckDB rounds half away from zero when casting to integer
+            # DuckDB casts a DOUBLE to an integer rounding half to even, like ONNX Round (literals
+            # are DECIMAL and round half away from zero: folded above).
+            n = self.num(value, sql)
+            return Num(self.g.op("Round", [n.value], "to_int"), n.null)
         elif target in (T.TIMESTAMP, T.TIMESTAMPNTZ, T.DATETIME):
             if isinstance(value, Num):
                 return value

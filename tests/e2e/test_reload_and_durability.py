@@ -97,10 +97,13 @@ def test_sigkill_loses_no_answered_prediction(pipeline_run, raw_records: list[di
 
     thread = threading.Thread(target=client)
     thread.start()
-    assert _wait_for(lambda: len(answered) >= 100, 30)
-    server.proc.send_signal(signal.SIGKILL)
-    server.proc.wait(timeout=10)
-    thread.join(timeout=30)
+    try:
+        assert _wait_for(lambda: len(answered) >= 100, 30)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=10)
+    finally:
+        server.stop()  # a no-op once killed; stops the server if the wait above failed
+        thread.join(timeout=30)
     logged = {json.loads(line)["request_id"] for f in logs.glob("*.jsonl") for line in f.read_text().splitlines()}
     assert len(answered) >= 100
     assert set(answered) <= logged, sorted(set(answered) - logged)[:5]

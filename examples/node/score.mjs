@@ -1,0 +1,66 @@
+// Score raw records with a fused model: features and model in one ONNX file, no Python, no DuckDB.
+//
+//   node score.mjs <bundle-dir> <records.json>
+//
+// records.json is a JSON array of raw records, fields exactly as they land (timestamps as
+// ISO-8601 strings). Prints one JSON line per record with the model's outputs.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import ort from "onnxruntime-node";
+
+const INT64_NULL = -(2n ** 63n);
+const STRING_NULL = "\u0000";
+
+function encode(records, fields) {
+  // The fused graph's input convention: one [N] tensor per raw field, SQL NULL in-band.
+  const feeds = {};
+  for (const f of fields) {
+    const values = records.map((r) => r[f.name] ?? null);
+    if (f.type === "string") {
+      feeds[f.name] = new ort.Tensor("string", values.map((v) => (v === null ? STRING_NULL : v)), [values.length]);
+    } else if (f.type === "timestamp") {
+      const seconds = values.map((v) => (v === null ? NaN : epochSeconds(v)));
+      feeds[f.name] = new ort.Tensor("float64", Float64Array.from(seconds), [values.length]);
+    } else if (f.type === "double") {
+      feeds[f.name] = new ort.Tensor("float64", Float64Array.from(values.map((v) => (v === null ? NaN : v))), [values.length]);
+    } else if (f.type === "integer") {
+      feeds[f.name] = new ort.Tensor("int64", BigInt64Array.from(values.map((v) => (v === null ? INT64_NULL : BigInt(v)))), [values.length]);
+    } else {
+      feeds[f.name] = new ort.Tensor("bool", Uint8Array.from(values.map((v) => (v ? 1 : 0))), [values.length]);
+    }
+  }
+  return feeds;
+}
+
+function epochSeconds(iso) {
+  // Naive timestamps are UTC, as in the landing files; microseconds kept as DuckDB's epoch() does.
+  const utc = /[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : `${iso}Z`;
+  const millis = Date.parse(utc);
+  const fraction = /\.(\d+)/.exec(iso);
+  const micros = fraction ? Number(fraction[1].padEnd(6, "0").slice(0, 6)) % 1000 : 0;
+  return (millis * 1000 + micros) / 1e6;
+}
+
+const [bundleDir, recordsPath] = process.argv.slice(2);
+if (!bundleDir || !recordsPath) {
+  console.error("usage: node score.mjs <bundle-dir> <records.json>");
+  process.exit(2);
+}
+const manifest = JSON.parse(readFileSync(join(bundleDir, "manifest.json"), "utf8"));
+if (!manifest.fused) {
+  console.error(`bundle has no fused model: ${manifest.fused_refused}`);
+  process.exit(1);
+}
+const byName = Object.fromEntries(manifest.input_schema.map((f) => [f.name, f]));
+const fields = manifest.fused.inputs.map((name) => byName[name]);
+const session = await ort.InferenceSession.create(readFileSync(join(bundleDir, manifest.fused.file)));
+const records = JSON.parse(readFileSync(recordsPath, "utf8"));
+const outputs = await session.run(encode(records, fields));
+const last = outputs[session.outputNames[session.outputNames.length - 1]];
+const width = last.dims.length > 1 ? last.dims[1] : 1;
+for (let i = 0; i < records.length; i++) {
+  const row = Array.from(last.data.slice(i * width, (i + 1) * width));
+  if (manifest.task === "binary") console.log(JSON.stringify({ score: row[1], label: row[1] >= manifest.threshold ? 1 : 0 }));
+  else if (manifest.task === "regression") console.log(JSON.stringify({ prediction: row[0] }));
+  else console.log(JSON.stringify({ probabilities: row }));
+}

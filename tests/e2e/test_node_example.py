@@ -1,0 +1,38 @@
+"""The fused model runs outside Python: onnxruntime-node scores raw records like the Predictor."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving import Predictor
+from serving.registry import resolve_bundle_path
+from tests.conftest import REPO, PipelineRun
+
+pytestmark = pytest.mark.slow
+EXAMPLE = REPO / "examples" / "node"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed (CI installs it)")
+def test_node_scores_raw_records_like_python(pipeline_run: PipelineRun, raw_records: list[dict], tmp_path: Path) -> None:
+    if not (EXAMPLE / "node_modules" / "onnxruntime-node").is_dir():
+        pytest.fail("examples/node has no node_modules: run `npm ci --ignore-scripts` in examples/node (.ci/run does)")
+    bundle = resolve_bundle_path(pipeline_run.registry)
+    predictor = Predictor.load(bundle)
+    assert predictor.feature_path == "fused"  # the champion's fused model passed its gate
+    records = [dict(r) for r in raw_records[:100]]
+    records[0]["merchant_category"] = None  # SQL NULL crosses the language boundary too
+    records[1]["country_code"] = " zz "
+    (tmp_path / "records.json").write_text(json.dumps(records))
+    result = subprocess.run(["node", str(EXAMPLE / "score.mjs"), str(bundle), str(tmp_path / "records.json")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    node_scores = np.array([json.loads(line)["score"] for line in result.stdout.splitlines()])
+    python_scores = Predictor.load(bundle, path="sql").predict(records).scores
+    np.testing.assert_allclose(node_scores, python_scores, rtol=0, atol=1e-6)
+    # Same graph, but onnxruntime-node (1.30) and the Python wheel may sum tree leaves in a
+    # different order: float32 rounding apart, no more.
+    np.testing.assert_allclose(node_scores, predictor.predict(records).scores, rtol=0, atol=1e-6)

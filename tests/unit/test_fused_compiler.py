@@ -1,0 +1,154 @@
+"""The SQL-to-ONNX compiler against DuckDB itself, construct by construct, with SQL NULLs."""
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pyarrow as pa
+import pytest
+from onnx import TensorProto, helper
+
+from serving.bundle import InputField
+from serving.fused import encode_inputs
+from serving.schema import records_to_table
+from training.errors import FusedCompileError
+from training.fused import compile_fused
+
+SCHEMA = (
+    InputField("id", "string", False),
+    InputField("at", "timestamp", True),
+    InputField("amount", "double", True),
+    InputField("n", "integer", True),
+    InputField("category", "string", True),
+    InputField("user", "string", True),
+)
+STATS = pa.table({"mean": [2.0], "clip": [100.0]})
+VOCAB = pa.table({"feature_name": ["category", "category", "other"], "category": ["grocery", "travel", "grocery"],
+                  "category_index": [1, 2, 9]})
+STATE = pa.table({"user_id": ["u1", "u2"], "txn_count": [3, None], "last_at": [dt.datetime(2026, 1, 1), None],
+                  "known": [["grocery", "travel"], []]}, schema=pa.schema([
+                      ("user_id", pa.string()), ("txn_count", pa.int64()), ("last_at", pa.timestamp("us")),
+                      ("known", pa.list_(pa.string()))]))
+TABLES = {"stats": STATS, "vocab": VOCAB, "state": STATE}
+
+
+def _records(n: int = 400, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    cats = ["grocery", " Grocery ", "TRAVEL", "travel ", "", "   ", None, "spaceships", "grocery x", "ünï"]
+    users = ["u1", "u2", "u3", None, "U1", " u1"]
+    stamps = [dt.datetime(2026, 3, 29, 0, 0), dt.datetime(2026, 3, 29, 1, 30, 0, 500), dt.datetime(1969, 12, 31, 23, 59, 59),
+              dt.datetime(2024, 2, 29, 12), dt.datetime(2100, 12, 31, 23, 59, 59), None]
+    amounts = [0.0, -3.5, 2.5, -2.5, 1e-9, 1e12, 12.345, None]
+    return [{"id": f"r{i}", "at": stamps[i % len(stamps)], "amount": amounts[int(rng.integers(len(amounts)))],
+             "n": [None, 0, -7, 12][int(rng.integers(4))], "category": cats[int(rng.integers(len(cats)))],
+             "user": users[int(rng.integers(len(users)))]} for i in range(n)]
+
+
+def _identity_model(n_features: int) -> bytes:
+    """A stand-in "model": outputs its input, so the fused graph's features are what we compare."""
+    x = helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, n_features])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, n_features])
+    graph = helper.make_graph([helper.make_node("Identity", ["features"], ["out"])], "m", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _compare(features: dict[str, str], joins: str = "", records: list[dict] | None = None) -> None:
+    """Compile `select <features> from request [joins]` and compare with DuckDB on the same rows."""
+    select = ",\n".join(f"{expr} as {name}" for name, expr in features.items())
+    sql = f"with t as (select * from request) select t.__row_id, {select} from t as t {joins} order by t.__row_id"
+    names = tuple(features)
+    fused = compile_fused(sql, SCHEMA, TABLES, names, _identity_model(len(names)))
+    request = records_to_table(records or _records(), SCHEMA)
+    con = duckdb.connect()
+    for name, table in TABLES.items():
+        con.register(name, table)
+    con.register("request", request)
+    expected = con.execute(sql).fetch_arrow_table()
+    session = ort.InferenceSession(fused.onnx, providers=["CPUExecutionProvider"])
+    got = session.run(["features"], encode_inputs(request, fused.inputs))[0]
+    for j, name in enumerate(names):
+        want = expected.column(name).to_numpy(zero_copy_only=False).astype(np.float64).astype(np.float32)
+        np.testing.assert_allclose(got[:, j], want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+
+
+def test_arithmetic_functions_and_null_semantics() -> None:
+    _compare({
+        "plus": "t.amount + t.n", "ratio": "t.amount / nullif(t.n, 0)", "neg": "-t.amount",
+        "logged": "ln(1 + greatest(t.amount, 0))", "root": "sqrt(abs(t.amount))", "power": "power(abs(t.amount), 0.5)",
+        "ex": "exp(least(t.amount, 5))", "floored": "floor(t.amount)", "ceiled": "ceil(t.amount)",
+        "rounded": "round(t.amount)", "rounded2": "round(t.amount, 2)", "filled": "coalesce(t.amount, t.n, -1)",
+        "greatest_ignores_null": "greatest(t.amount, t.n)", "least_ignores_null": "least(t.amount, t.n)",
+        "as_int": "cast(t.amount as bigint)", "as_double": "cast(t.n as double)", "log10": "log(1 + abs(t.amount))",
+    })
+
+
+def test_comparisons_boolean_logic_case_and_in() -> None:
+    _compare({
+        "cmp": "cast(t.amount >= 2.5 as integer)", "ne": "cast(t.amount <> 0 as integer)",
+        "both": "cast(t.amount > 0 and t.n > 0 as integer)", "either": "cast(t.amount > 0 or t.n > 0 as integer)",
+        "negated": "cast(not (t.amount > 0) as integer)", "missing": "cast(t.amount is null as integer)",
+        "present": "cast(t.n is not null as integer)",
+        "bucket": "case when t.amount is null then -1 when t.amount < 0 then 0 when t.amount < 10 then 1 else 2 end",
+        "simple_case": "case t.n when 0 then 10 when -7 then 20 else 30 end",
+        "listed": "cast(t.n in (0, 12) as integer)",
+    })
+
+
+def test_strings_cleaned_and_compared_against_constants() -> None:
+    _compare({
+        "is_grocery": "cast(nullif(lower(trim(t.category)), '') = 'grocery' as integer)",
+        "is_travel_upper": "cast(upper(trim(t.category)) = 'TRAVEL' as integer)",
+        "exact": "cast(t.category = 'grocery' as integer)",
+        "in_list": "cast(lower(trim(t.category)) in ('grocery', 'travel') as integer)",
+        "empty_is_null": "cast(nullif(lower(trim(t.category)), '') is null as integer)",
+        "never": "cast(lower(t.category) = 'Grocery' as integer)",
+    })
+
+
+def test_timestamp_parts_including_pre_1970_leap_days_and_dst() -> None:
+    _compare({"hour": "hour(t.at)", "dow": "isodow(t.at)", "day": "day(t.at)", "month": "month(t.at)",
+              "epoch": "epoch(t.at)", "night": "cast(hour(t.at) < 6 as integer)"})
+
+
+def test_frozen_tables_constants_lookups_and_list_contains() -> None:
+    _compare(
+        {
+            "centred": "t.amount - s.mean", "clipped": "least(t.amount, s.clip)",
+            "category_index": "case when nullif(lower(trim(t.category)), '') is null then -1 "
+                              "else coalesce(v.category_index, 0) end",
+            "count": "coalesce(st.txn_count, 0)",
+            "since": "epoch(t.at) - epoch(st.last_at)",
+            "is_new": "case when nullif(lower(trim(t.category)), '') is null then -1 "
+                      "when list_contains(coalesce(st.known, []), nullif(lower(trim(t.category)), '')) then 0 else 1 end",
+        },
+        joins="cross join stats as s "
+              "left join vocab as v on v.feature_name = 'category' and v.category = nullif(lower(trim(t.category)), '') "
+              "left join state as st on st.user_id = t.user",
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "named"),
+    [
+        ("avg(t.amount) over ()", "Window"),
+        ("t.category || 'x'", "DPipe"),
+        ("length(t.category)", "Length"),
+        ("cast(lower(t.category) = 'ünï' as integer)", "only ASCII constants"),
+        ("random()", "Rand"),
+    ],
+)
+def test_outside_the_subset_is_a_compile_error_naming_the_expression(expression: str, named: str) -> None:
+    sql = f"with t as (select * from request) select t.__row_id, {expression} as f from t as t"
+    with pytest.raises(FusedCompileError, match=named):
+        compile_fused(sql, SCHEMA, TABLES, ("f",), _identity_model(1))
+
+
+def test_the_fused_graph_is_a_valid_standalone_onnx_model() -> None:
+    sql = "with t as (select * from request) select t.__row_id, hour(t.at) as h from t as t"
+    fused = compile_fused(sql, SCHEMA, TABLES, ("h",), _identity_model(1))
+    model = onnx.load_from_string(fused.onnx)
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == ["at"]  # only the fields the features use
+    assert [o.name for o in model.graph.output] == ["features", "model_out"]
