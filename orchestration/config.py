@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,21 @@ class Split:
     """Share of days used for validation and the decision threshold; the rest is test."""
 
 
+FRESHNESS_CLOCKS = ("latest_partition_end", "now")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Run-level settings of data validation. Each check's threshold and severity live with the
+    check, in the dbt yml (see dbt_project/models/staging/bank/_bank__models.yml)."""
+
+    freshness_as_of: str = "latest_partition_end"
+    """Clock that dbt source freshness measures the landing data's age against:
+    ``latest_partition_end`` (midnight after the newest landing partition's day; fits data with
+    fixed dates, such as the demo, and catches a newest day that is empty or stops early),
+    ``now`` (the wall clock, for production), or an ISO timestamp (replays and backfills)."""
+
+
 @dataclass(frozen=True)
 class Model:
     """Model family and its hyperparameters."""
@@ -86,6 +102,7 @@ class PipelineConfig:
     dbt: Dbt = Dbt()
     split: Split = Split()
     model: Model = Model()
+    validation: Validation = Validation()
     task: str = "binary"
     """binary (multiclass and regression come with the training issue)."""
     seed: int = 42
@@ -168,6 +185,14 @@ def _validate(cfg: PipelineConfig) -> None:
         )
     if cfg.demo_data.rows < 100 or cfg.demo_data.days < 3:
         raise ConfigError(f"demo_data: needs rows >= 100 and days >= 3, got rows={cfg.demo_data.rows}, days={cfg.demo_data.days}")
+    as_of = cfg.validation.freshness_as_of
+    if as_of not in FRESHNESS_CLOCKS:
+        try:
+            dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise ConfigError(
+                f"validation.freshness_as_of: expected one of {FRESHNESS_CLOCKS} or an ISO timestamp, got {as_of!r}"
+            ) from None
     if "." not in cfg.dbt.source:
         raise ConfigError(f"dbt.source: expected 'source_name.table', got {cfg.dbt.source!r}")
 

@@ -11,3 +11,7 @@ class TrainingDataError(ValueError):
 
 class ExportError(RuntimeError):
     """The model could not be exported to ONNX faithfully; it is not bundled."""
+
+
+class FeatureAvailabilityError(ValueError):
+    """The training window starts before a feature is available (its column meta ``available_from``)."""
