@@ -183,8 +183,8 @@ def inspect_partition(path: Path, expected: dict[str, str]) -> Partition:
     """Like ``check_partition``, raising ``LandingError`` with every problem of the file."""
     partition, checks = check_partition(path, expected)
     if partition is None:
-        raise LandingError(f"{path}: schema does not match the dbt source: "
-                           + "; ".join(c.message.removeprefix(f"{path}: ") for c in checks))
+        raise LandingError(f"{path}: " + "; ".join(c.message.removeprefix(f"{path}: ") for c in checks),
+                           checks=tuple(c.label for c in checks))
     return partition
 
 
@@ -287,7 +287,7 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
         errors = [c for c in checks if c.halts]
         if errors:
             raise LandingError(f"{len(errors)} landing check(s) failed; nothing was loaded:\n  "
-                               + "\n  ".join(c.message for c in errors))
+                               + "\n  ".join(c.message for c in errors), checks=tuple(c.label for c in errors))
         loaded = sorted(new + replaced, key=lambda p: p.day)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         con.execute("begin transaction")
@@ -302,11 +302,10 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
         for p in loaded:
             con.execute(f'insert into {relation} ({select}, "{FILE_COLUMN}") select {select}, ? from read_parquet(?)',
                         [p.path.name, str(p.path)])
-        con.executemany(
-            "insert into raw.ingestion_log (file_name, partition_date, count_rows, sha256, loaded_at, run_id) "
-            "values (?, ?, ?, ?, ?, ?)",
-            [(p.path.name, p.day, p.rows, p.sha256, now, run_id) for p in loaded],
-        )
+        for p in loaded:
+            con.execute(
+                "insert into raw.ingestion_log (file_name, partition_date, count_rows, sha256, loaded_at, run_id) "
+                "values (?, ?, ?, ?, ?, ?)", [p.path.name, p.day, p.rows, p.sha256, now, run_id])
         con.execute("commit")
     return IngestResult(tuple(sorted(partitions, key=lambda p: p.day)), tuple(loaded),
                         tuple(p.path.name for p in replaced), tuple(checks))

@@ -29,6 +29,7 @@ def test_environment_overrides_paths(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("demo_data: {generate_if_empty: 'yes'}", "demo_data.generate_if_empty: expected true or false"),
         ("split: {train_fraction: 0.9, valid_fraction: 0.2}", "must be in \\(0, 1\\) and sum to less than 1"),
         ("task: ranking", "task: 'ranking' is not supported"),
+        ("validation: {freshness_as_of: yesterday}", "validation.freshness_as_of: expected one of .* or an ISO timestamp"),
         ("[1, 2]", "expected a mapping"),
         ("a: [", "not valid YAML"),
     ],
@@ -43,3 +44,9 @@ def test_bad_config_names_the_key_and_value(tmp_path: Path, text: str, message: 
 def test_missing_config_file_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--config"):
         load_config(tmp_path / "nope.yml")
+
+
+def test_freshness_clock_accepts_an_iso_timestamp(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yml"
+    path.write_text("validation: {freshness_as_of: '2026-03-02T06:00:00'}\n")
+    assert load_config(path).validation.freshness_as_of == "2026-03-02T06:00:00"
