@@ -258,9 +258,9 @@ def _model_result(result: dict[str, Any], node: dict[str, Any], suffix: str) -> 
     )
 
 
-def dbt_build_results(run_results: dict[str, Any], manifest: dict[str, Any], warehouse: Path,
+def dbt_results(run_results: dict[str, Any], manifest: dict[str, Any], warehouse: Path,
                       suffix: str) -> list[CheckResult]:
-    """One check result per test and model in a ``dbt build``'s run_results.json."""
+    """One check result per test and model in dbt run/test results (run_results.json)."""
     out = []
     with duckdb.connect(str(warehouse), read_only=True) as con:
         for result in run_results.get("results", []):

@@ -1,6 +1,7 @@
 """The pipeline's stages, as an explicit registry: name, what it reads, what it writes, function.
 
-    demo_data -> parse -> ingest -> dbt_build -> freshness -> validate -> publish -> train -> evaluate -> deploy
+    demo_data -> parse -> ingest -> dbt_build -> dbt_test -> freshness -> validate -> publish -> train
+        -> evaluate -> deploy
 
 dbt builds into audit schemas; ``validate`` records every check and halts on a failed
 error-severity one; only then does ``publish`` copy the audited tables to the schemas training
@@ -149,6 +150,18 @@ def _ingest(ctx: RunContext) -> dict[str, Any]:
             "replaced_partitions": len(result.replaced), "landed_rows": sum(p.rows for p in result.partitions)}
 
 
+def _dbt_step(ctx: RunContext, args: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run dbt; return its results and manifest. Failed tests and broken models are results that
+    `validate` records and halts on; a dbt failure that produced no results (a compile error) raises."""
+    dbt = ctx.dbt()
+    try:
+        run_dbt(dbt, args, echo=lambda line: ctx.echo("dbt " + line.split("  ", 1)[-1].strip()))
+    except DbtError:
+        if not checks.read_json(dbt.target_dir / "run_results.json").get("results"):
+            raise
+    return checks.read_json(dbt.target_dir / "run_results.json")["results"], checks.read_json(dbt.manifest_path)
+
+
 def _dbt_build(ctx: RunContext) -> dict[str, Any]:
     baseline = publish.baseline_relation(ctx.state["manifest"])
     baseline_id, baseline_check = publish.champion_baseline(ctx.cfg.warehouse, ctx.cfg.registry, baseline)
@@ -156,20 +169,24 @@ def _dbt_build(ctx: RunContext) -> dict[str, Any]:
     ctx.state["checks"] = [baseline_check]
     if baseline_id:
         ctx.state["dbt_vars"]["baseline_id"] = baseline_id
-    dbt = ctx.dbt()
-    try:
-        run_dbt(dbt, ["build"], echo=lambda line: ctx.echo("dbt " + line.split("  ", 1)[-1].strip()))
-    except DbtError as exc:
-        # Failed tests are failed checks: `validate` records them all, then halts.
-        if not checks.read_json(dbt.target_dir / "run_results.json").get("results"):
-            raise
-        ctx.echo("dbt build reported failures; the validate stage records and names them")
-    results = checks.read_json(dbt.target_dir / "run_results.json")
-    manifest = checks.read_json(dbt.manifest_path)
-    ctx.state["checks"] += checks.dbt_build_results(results, manifest, ctx.cfg.warehouse, publish.AUDIT_SUFFIX)
-    ctx.state.update(build_results=results, build_manifest=manifest)
-    statuses = [r["status"] for r in results.get("results", [])]
-    return {"nodes": len(statuses), "not_passed": sum(s not in ("success", "pass") for s in statuses)}
+    results, manifest = _dbt_step(ctx, ["run"])
+    ctx.state.update(build_results={"results": results}, build_manifest=manifest)
+    failed = [r["unique_id"] for r in results if r["status"] != "success"]
+    return {"models": len(results), "failed": len(failed)}
+
+
+def _dbt_test(ctx: RunContext) -> dict[str, Any]:
+    """Every test, after every model: none is skipped because another failed, so one run names every cause."""
+    models = ctx.state["build_results"]["results"]
+    if any(r["status"] != "success" for r in models):
+        # Tests would read stale audit tables; `validate` halts on the broken models instead.
+        ctx.state["checks"] += checks.dbt_results({"results": models}, ctx.state["build_manifest"],
+                                                        ctx.cfg.warehouse, publish.AUDIT_SUFFIX)
+        return {"tests": 0, "skipped": "a model failed to build"}
+    tests, manifest = _dbt_step(ctx, ["test"])
+    ctx.state["checks"] += checks.dbt_results({"results": models + tests}, manifest, ctx.cfg.warehouse,
+                                                    publish.AUDIT_SUFFIX)
+    return {"tests": len(tests), "not_passed": sum(r["status"] != "pass" for r in tests)}
 
 
 def _freshness(ctx: RunContext) -> dict[str, Any]:
@@ -368,8 +385,10 @@ STAGES: tuple[Stage, ...] = (
           ("<dbt project>",), ("manifest", "spec", "input_schema"), _parse),
     Stage("ingest", "check new landing files against the dbt source; load each into the raw table once",
           ("<landing files>", "manifest"), ("<raw tables>", "<raw.ingestion_log>", "split", "dbt_vars"), _ingest),
-    Stage("dbt_build", "dbt build into audit schemas: staging, baseline, fitted statistics, features, tests",
+    Stage("dbt_build", "dbt run into audit schemas: staging, baseline profile, fitted statistics, features",
           ("<raw tables>", "<dbt project>", "split", "<registry champion>"), ("<audit schemas>", "checks"), _dbt_build),
+    Stage("dbt_test", "dbt test: contracts' data tests and distribution checks against the baseline, all of them",
+          ("<audit schemas>", "checks"), ("<validation_metrics>", "checks"), _dbt_test),
     Stage("freshness", "dbt source freshness of the ingested landing data",
           ("<raw tables>", "checks"), ("checks",), _freshness),
     Stage("validate", "record every check in validation.check_results; halt on a failed error-severity check",

@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from orchestration.checks import (
-    CheckResult, dbt_build_results, freshness_results, insert_checks, record_alert, summary,
+    CheckResult, dbt_results, freshness_results, insert_checks, record_alert, summary,
 )
 
 
@@ -38,7 +38,7 @@ def test_dbt_results_keep_the_worst_day_and_name_the_published_table(tmp_path: P
         {"unique_id": "test.p.rows", "status": "warn", "failures": 3},
         {"unique_id": "test.p.skipped", "status": "skipped", "message": "upstream failed"},
     ]}
-    model, metric, rows, skipped = dbt_build_results(run_results, _manifest(), warehouse, "_audit")
+    model, metric, rows, skipped = dbt_results(run_results, _manifest(), warehouse, "_audit")
     assert (model.check, model.table, model.passed) == ("contract", "staging.stg_x", True)
     assert (metric.check, metric.table, metric.column, metric.segment) == ("null_fraction_vs_baseline", "staging.stg_x", "c", "2026-01-02")
     assert (metric.expected, metric.actual, metric.threshold, metric.count_failed_segments) == ("0.01", "0.41", "0.05", 2)
