@@ -32,7 +32,9 @@ from training.data import data_fingerprint
 
 AUDIT_SUFFIX = "_audit"
 BASELINE_ROLE = "baseline_profile"
-PUBLISHED_MATERIALIZATIONS = ("table", "incremental")
+# Views are published as tables too: a published view would read the audit schema, which the next
+# run rebuilds before auditing it. Ephemeral models have nothing to publish.
+PUBLISHED_MATERIALIZATIONS = ("table", "incremental", "view")
 
 PUBLICATIONS_DDL = """
 create table if not exists validation.publications (
@@ -97,7 +99,10 @@ def _champion_fingerprint(registry: Path) -> tuple[str | None, str | None]:
     champion = read_champion(registry)
     if champion is None:
         return None, None
-    manifest = json.loads((bundles_dir(registry) / champion["bundle_id"] / MANIFEST).read_text())
+    try:
+        manifest = json.loads((bundles_dir(registry) / champion["bundle_id"] / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return champion["bundle_id"], None  # an unreadable bundle: the serving side reports it
     return champion["bundle_id"], ((manifest.get("lineage") or {}).get("data_fingerprint") or {}).get("hash")
 
 

@@ -30,7 +30,7 @@ known as (
 
 values_seen as (
     select
-        cast(cast({{ timestamp_column }} as date) as varchar) as segment,
+        {{ timestamp_column }},
         {{ column_name }} in (select category from known) as is_known
     from {{ model }}
     where {{ column_name }} is not null
@@ -38,29 +38,15 @@ values_seen as (
 
 days as (
     select
-        segment,
-        count(*) filter (where not is_known)::double / count(*) as share_outside,
-        (select count(*) from known) as count_known
-    from values_seen
-    group by segment
-),
-
-checks as (
-    select
-        segment,
-        '{{ metric }}' as metric,
+        *,
         -- no known categories at all (e.g. a missing baseline) fails rather than passes
-        case when count_known > 0 then 0.0 end as expected,
-        share_outside as actual,
-        {{ max_share }} as threshold,
-        case when count_known > 0 then 0.0 end as lower_bound,
-        {{ max_share }} as upper_bound,
-        true as is_judged
-    from days
+        case when (select count(*) from known) > 0 then 0.0 end as expected
+    from ({{ daily('values_seen', timestamp_column, {'share_outside': 'count(*) filter (where not is_known)::double / count(*)'}) }})
 ),
 
 final as (
-    {{ check_result('checks') }}
+    {{ check_result('days', metric, actual='share_outside', threshold=max_share, lower='expected',
+                    upper=max_share) }}
 )
 
 select * from final

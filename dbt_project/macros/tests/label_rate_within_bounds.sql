@@ -7,37 +7,14 @@
 with
 
 days as (
-    {{ daily(model, timestamp_column, {'rate': 'avg(cast(' ~ column_name ~ ' as double))'}) }}
-),
-
-reference as (
-    {{ baseline_value(baseline, column_name, 'mean') }}
-),
-
-judged as (
-    select
-        days.*,
-        reference.value as expected,
-        reference.value is null or days.count_rows * reference.value >= {{ min_expected_positives }} as is_judged
-    from days
-    cross join reference
-),
-
-checks as (
-    select
-        segment,
-        'label_rate' as metric,
-        expected,
-        rate as actual,
-        {{ min_ratio }} as threshold,
-        case when is_judged then expected * {{ min_ratio }} end as lower_bound,
-        case when is_judged then expected * {{ max_ratio }} end as upper_bound,
-        is_judged
-    from judged
+    {{ daily_vs_baseline(model, column_name, baseline, 'mean', timestamp_column,
+                         {'rate': 'avg(cast(' ~ column_name ~ ' as double))'}) }}
 ),
 
 final as (
-    {{ check_result('checks') }}
+    {{ check_result('days', 'label_rate', actual='rate', threshold=min_ratio,
+                    lower='expected * ' ~ min_ratio, upper='expected * ' ~ max_ratio,
+                    judged='expected is null or count_rows * expected >= ' ~ min_expected_positives) }}
 )
 
 select * from final

@@ -5,29 +5,13 @@
 with
 
 days as (
-    {{ daily(model, timestamp_column, {'count_nulls': 'count(*) - count(' ~ column_name ~ ')'}) }}
-),
-
-reference as (
-    {{ baseline_value(baseline, column_name, 'null_fraction') }}
-),
-
-checks as (
-    select
-        days.segment,
-        'null_fraction' as metric,
-        reference.value as expected,
-        days.count_nulls::double / days.count_rows as actual,
-        {{ max_abs_diff }} as threshold,
-        reference.value - {{ max_abs_diff }} as lower_bound,
-        reference.value + {{ max_abs_diff }} as upper_bound,
-        true as is_judged
-    from days
-    cross join reference
+    {{ daily_vs_baseline(model, column_name, baseline, 'null_fraction', timestamp_column,
+                         {'null_fraction': '(count(*) - count(' ~ column_name ~ '))::double / count(*)'}) }}
 ),
 
 final as (
-    {{ check_result('checks') }}
+    {{ check_result('days', 'null_fraction', actual='null_fraction', threshold=max_abs_diff,
+                    lower='expected - ' ~ max_abs_diff, upper='expected + ' ~ max_abs_diff) }}
 )
 
 select * from final

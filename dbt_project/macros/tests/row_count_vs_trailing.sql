@@ -20,37 +20,19 @@ calendar as (
 
 days as (
     select
-        calendar.day,
-        coalesce(counts.count_rows, 0) as count_rows
+        calendar.day as segment,
+        coalesce(counts.count_rows, 0) as count_rows,
+        median(coalesce(counts.count_rows, 0)) over (
+            order by calendar.day rows between {{ trailing_days }} preceding and 1 preceding
+        ) as expected
     from calendar
     left join counts using (day)
 ),
 
-with_history as (
-    select
-        day,
-        count_rows,
-        median(count_rows) over (
-            order by day rows between {{ trailing_days }} preceding and 1 preceding
-        ) as expected
-    from days
-),
-
-checks as (
-    select
-        cast(day as varchar) as segment,
-        'row_count' as metric,
-        expected,
-        count_rows::double as actual,
-        {{ max_relative_diff }} as threshold,
-        expected * (1 - {{ max_relative_diff }}) as lower_bound,
-        expected * (1 + {{ max_relative_diff }}) as upper_bound,
-        expected is not null as is_judged
-    from with_history
-),
-
 final as (
-    {{ check_result('checks') }}
+    {{ check_result('days', 'row_count', actual='count_rows', threshold=max_relative_diff,
+                    lower='expected * (1 - ' ~ max_relative_diff ~ ')',
+                    upper='expected * (1 + ' ~ max_relative_diff ~ ')', judged='expected is not null') }}
 )
 
 select * from final

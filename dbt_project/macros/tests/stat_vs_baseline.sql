@@ -19,37 +19,12 @@
 with
 
 days as (
-    {{ daily(model, timestamp_column, {'value': aggregate ~ '(cast(' ~ column_name ~ ' as double))'}) }}
-),
-
-reference as (
-    {{ baseline_value(baseline, column_name, metric) }}
-),
-
-compared as (
-    select
-        days.segment,
-        days.value as actual,
-        reference.value as expected
-    from days
-    cross join reference
-),
-
-checks as (
-    select
-        segment,
-        '{{ metric }}' as metric,
-        expected,
-        actual,
-        {{ threshold }} as threshold,
-        {{ lower }} as lower_bound,
-        {{ upper }} as upper_bound,
-        true as is_judged
-    from compared
+    {{ daily_vs_baseline(model, column_name, baseline, metric, timestamp_column,
+                         {'value': aggregate ~ '(cast(' ~ column_name ~ ' as double))'}) }}
 ),
 
 final as (
-    {{ check_result('checks') }}
+    {{ check_result('days', metric, actual='value', threshold=threshold, lower=lower, upper=upper) }}
 )
 
 select * from final
