@@ -29,7 +29,7 @@ import numpy as np
 from orchestration import checks, demo_data, publish
 from orchestration.config import PipelineConfig
 from orchestration.dbt import DbtContext, compile_inline, run_dbt
-from orchestration.errors import DbtError, StageError, ValidationError
+from orchestration.errors import DbtError, PublishError, StageError, ValidationError
 from orchestration.ingest import ingest, partition_files, raw_relation
 from serving import registry
 from serving.bundle import load_bundle
@@ -177,15 +177,13 @@ def _dbt_build(ctx: RunContext) -> dict[str, Any]:
 
 def _dbt_test(ctx: RunContext) -> dict[str, Any]:
     """Every test, after every model: none is skipped because another failed, so one run names every cause."""
-    models = ctx.state["build_results"]["results"]
-    if any(r["status"] != "success" for r in models):
-        # Tests would read stale audit tables; `validate` halts on the broken models instead.
-        ctx.state["checks"] += checks.dbt_results({"results": models}, ctx.state["build_manifest"],
-                                                        ctx.cfg.warehouse, publish.AUDIT_SUFFIX)
-        return {"tests": 0, "skipped": "a model failed to build"}
-    tests, manifest = _dbt_step(ctx, ["test"])
+    models, manifest = ctx.state["build_results"]["results"], ctx.state["build_manifest"]
+    tests: list[dict[str, Any]] = []
+    # After a broken model the tests would read stale audit tables; `validate` halts on the model instead.
+    if all(r["status"] == "success" for r in models):
+        tests, manifest = _dbt_step(ctx, ["test"])
     ctx.state["checks"] += checks.dbt_results({"results": models + tests}, manifest, ctx.cfg.warehouse,
-                                                    publish.AUDIT_SUFFIX)
+                                              publish.AUDIT_SUFFIX)
     return {"tests": len(tests), "not_passed": sum(r["status"] != "pass" for r in tests)}
 
 
@@ -228,9 +226,9 @@ def _validate(ctx: RunContext) -> dict[str, Any]:
 def _publish(ctx: RunContext) -> dict[str, Any]:
     spec, split = ctx.state["spec"], ctx.state["split"]
     pairs = publish.audited_relations(ctx.state["build_manifest"], ctx.state["build_results"])
-    audited = dict((p, a) for a, p in pairs)
+    audited = {published: audit for audit, published in pairs}
     if spec.relation not in audited:
-        raise StageError(f"the features mart {spec.relation} was not built into an audit schema; nothing to publish")
+        raise PublishError(f"the features mart {spec.relation} was not built into an audit schema; nothing to publish")
     fingerprint = publish.features_fingerprint(ctx.cfg.warehouse, spec, audited[spec.relation])
     baseline = publish.baseline_relation(ctx.state["manifest"])
     baseline_id = publish.newest_baseline_id(ctx.cfg.warehouse, baseline) if baseline else None
