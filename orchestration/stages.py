@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 
 from orchestration import checks, demo_data, publish
@@ -410,7 +411,7 @@ def run_stages(ctx: RunContext, stages: tuple[Stage, ...] = STAGES) -> list[tupl
         started = time.perf_counter()
         try:
             summary = stage.run(ctx)
-        except (ValueError, RuntimeError, LookupError, OSError) as exc:
+        except (ValueError, RuntimeError, LookupError, OSError, duckdb.Error) as exc:
             raise StageError(f"stage {stage.name!r} failed: {exc}", stage=stage.name,
                              checks=getattr(exc, "checks", ())) from exc
         seconds = time.perf_counter() - started

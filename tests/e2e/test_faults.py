@@ -243,3 +243,19 @@ def test_a_late_partition_halts_until_it_arrives_then_every_row_counts_once(faul
     assert second.query("select count(*) from raw.transactions") == [(rows,)]
     assert second.query(f"select count(*), count(distinct transaction_id) from {STG}") == [(distinct, distinct)]
     assert second.champion != faults.baseline.champion
+
+
+def test_new_days_are_compared_with_the_baseline_the_deployed_model_learned_from(faults: Faults) -> None:
+    first, second = faults.runs["data"]
+    ((learned_from,),) = faults.baseline.query("select baseline_id from validation.publications")
+    assert "checks compare with the training window of the deployed model" in first.result.stdout
+    assert first.query("select actual from validation.check_results where check_name = 'baseline_available' "
+                       "and run_id = {run}") == [(learned_from[:12],)]
+    # The passing run trained on a longer window: a new version, stored beside the one it was checked against.
+    ((latest,),) = second.query("select baseline_id from validation.publications where run_id = {run}")
+    stored = {b for (b,) in second.query("select distinct baseline_id from validation.baseline_transaction_profile")}
+    assert latest != learned_from and {latest, learned_from} <= stored
+    ((expected,),) = second.query("select expected_value from validation.check_results "
+                                  "where check_name = 'mean_vs_baseline' and run_id = {run}")
+    assert second.query("select value from validation.baseline_transaction_profile where column_name = 'amount' "
+                        f"and metric = 'mean' and baseline_id = '{learned_from}'") == [(pytest.approx(expected),)]
