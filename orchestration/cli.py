@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 import time
 import traceback
 import uuid
 from pathlib import Path
 
+import duckdb
+
 from orchestration import demo_data, promotion
+from orchestration.checks import record_alert
 from orchestration.config import load_config
 from orchestration.errors import ConfigError, StageError
 from orchestration.context import RunContext
@@ -31,8 +35,12 @@ def _summary(ctx: RunContext, done: list, seconds: float) -> str:
         "pipeline finished",
         f"  landed rows     {by_stage.get('ingest', {}).get('landed_rows', 0):,} in "
         f"{by_stage.get('ingest', {}).get('partitions', 0)} partitions",
-        f"  feature rows    {by_stage.get('dbt_build', {}).get('feature_rows', 0):,}",
+        f"  feature rows    {by_stage.get('publish', {}).get('feature_rows', 0):,}",
     ]
+    if "validate" in by_stage:
+        v = by_stage["validate"]
+        lines.append(f"  checks          {v['checks']} recorded: {v['passed']} passed, {v['warnings']} warnings "
+                     "(validation.check_results)")
     for split in ("validation", "test"):
         if split in m:
             shown = {k: v for k, v in m[split].items() if k not in ("rows", "threshold", "positive_rate")}
@@ -59,6 +67,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except StageError as exc:
         _track(ctx, str(exc))
         print(f"orchestrate: FAILED: {exc}", file=sys.stderr)
+        _alert(ctx, exc)
         print("orchestrate: nothing was deployed; the current champion (if any) is unchanged", file=sys.stderr)
         return 1
     except Exception as exc:  # an unexpected bug: still one clear line, the traceback on request
@@ -69,6 +78,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     _track(ctx, None)
     _echo(_summary(ctx, done, time.perf_counter() - started))
+    for warning in ctx.state.get("warnings", []):
+        print(f"orchestrate: WARNING: {warning}", file=sys.stderr)
     return 0
 
 
@@ -131,14 +142,35 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alert(ctx: RunContext, exc: StageError) -> None:
+    """Record the halt in validation.alerts; a warehouse that cannot take it is said, not hidden."""
+    checks = exc.checks or (f"stage {exc.stage}",)
+    try:
+        record_alert(ctx.cfg.warehouse, ctx.run_id, stage=exc.stage, severity="error", checks=checks, message=str(exc))
+    except (duckdb.Error, OSError) as err:
+        print(f"orchestrate: the alert could not be recorded in {ctx.cfg.warehouse}: {err}", file=sys.stderr)
+        return
+    print(f"orchestrate: ALERT run {ctx.run_id}: {len(checks)} failing check(s): {', '.join(checks)} "
+          "(recorded in validation.alerts)", file=sys.stderr)
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     try:
-        opts = demo_data.DemoDataOptions(rows=args.rows, days=args.days, seed=args.seed)
+        start = dt.date(2026, 1, 1)
+        fault = None
+        if args.fault:
+            day = args.fault_day or start + dt.timedelta(days=args.days - 1)
+            fault = demo_data.Fault(args.fault, day)
+        elif args.fault_day:
+            raise ValueError("--fault-day needs --fault KIND")
+        opts = demo_data.DemoDataOptions(rows=args.rows, days=args.days, seed=args.seed, start_date=start, fault=fault)
     except ValueError as exc:
         print(f"orchestrate demo-data: {exc}", file=sys.stderr)
         return 2
     paths = demo_data.generate(args.landing, opts)
     _echo(f"wrote {len(paths)} daily partitions to {args.landing / 'transactions'}")
+    if fault:
+        _echo(f"injected fault {fault.kind} on {fault.day}: {demo_data.FAULTS[fault.kind]}")
     return 0
 
 
@@ -174,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=1_000_000, help="number of transactions (default: 1000000)")
     demo.add_argument("--days", type=int, default=60, help="number of daily partitions (default: 60)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
+    demo.add_argument("--fault", choices=sorted(demo_data.FAULTS), metavar="KIND",
+                      help="inject a fault into one day's partition: "
+                           + "; ".join(f"{k}: {v}" for k, v in demo_data.FAULTS.items()).replace("%", "%%"))
+    demo.add_argument("--fault-day", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                      help="day of the faulty partition (default: the last generated day)")
     return parser
 
 

@@ -72,6 +72,21 @@ class Split:
     """First test day."""
 
 
+FRESHNESS_CLOCKS = ("latest_partition_end", "now")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Run-level settings of data validation. Each check's threshold and severity live with the
+    check, in the dbt yml (see dbt_project/models/staging/bank/_bank__models.yml)."""
+
+    freshness_as_of: str = "latest_partition_end"
+    """Clock that dbt source freshness measures the landing data's age against:
+    ``latest_partition_end`` (midnight after the newest landing partition's day; fits data with
+    fixed dates, such as the demo, and catches a newest day that is empty or stops early),
+    ``now`` (the wall clock, for production), or an ISO timestamp (replays and backfills)."""
+
+
 @dataclass(frozen=True)
 class Model:
     """Model family and its hyperparameters."""
@@ -165,6 +180,7 @@ class PipelineConfig:
     search: Search = Search()
     training: Training = Training()
     gates: Gates = Gates()
+    validation: Validation = Validation()
     task: str = "binary"
     """binary, multiclass or regression."""
     label: str | None = None
@@ -286,6 +302,14 @@ def _validate(cfg: PipelineConfig) -> None:
     for i, sl in enumerate(cfg.gates.slices):
         if (sl.where is None) == (sl.by is None) or not sl.thresholds:
             raise ConfigError(f"gates.slices[{i}] ({sl.name!r}): set exactly one of `where` or `by`, and some `thresholds`")
+    as_of = cfg.validation.freshness_as_of
+    if as_of not in FRESHNESS_CLOCKS:
+        try:
+            dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise ConfigError(
+                f"validation.freshness_as_of: expected one of {FRESHNESS_CLOCKS} or an ISO timestamp, got {as_of!r}"
+            ) from None
     if "." not in cfg.dbt.source:
         raise ConfigError(f"dbt.source: expected 'source_name.table', got {cfg.dbt.source!r}")
 

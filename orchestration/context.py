@@ -32,7 +32,8 @@ class RunContext:
             landing=self.cfg.landing,
             target_dir=self.cfg.artifacts / "dbt" / "target",
             log_dir=self.cfg.artifacts / "dbt" / "logs",
-            vars={"train_end": split.train_end.isoformat(), "valid_end": split.valid_end.isoformat()} if split else {},
+            vars={**({"train_end": split.train_end.isoformat(), "valid_end": split.valid_end.isoformat()} if split else {}),
+                  **self.state.get("dbt_vars", {})},
         )
 
 

@@ -8,6 +8,10 @@ devices and bursts of transactions; some legitimate travel and big purchases loo
 
 Same parameters and seed give the same bytes: every random draw comes from one seeded generator
 and the Parquet writer is given a fixed schema and options.
+
+A ``Fault`` breaks one day's partition the way real feeds break (see ``FAULTS``), so tests and
+demos can prove the pipeline halts or copes. Faults draw from their own generator: every other
+partition keeps its clean bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 LANDING_SCHEMA = pa.schema(
@@ -62,6 +67,36 @@ FRAUD_HOUR_WEIGHTS = np.array(
 )
 
 
+FAULTS = {
+    "dropped-column": "the partition lacks column country_code",
+    "renamed-column": "column merchant_category arrives renamed to merchant_cat",
+    "type-change": "amount arrives as a string",
+    "null-explosion": "40% of merchant_category is null",
+    "label-collapse": "the fraud rate falls to 1/100 of normal (99% of frauds labelled 0)",
+    "unit-change": "amount arrives in cents (x100)",
+    "duplicate-partition": "the day's records are re-sent inside the next day's partition (or twice in "
+                           "their own file, on the last day)",
+    "empty-day": "the partition has the right schema and 0 rows",
+    "corrupt-file": "the partition is truncated mid-file (unreadable Parquet)",
+    "late-partition": "the partition is held back under <landing>/late/; move it into place to deliver it late",
+}
+LATE_FOLDER = "late"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault injected into one day's partition."""
+
+    kind: str
+    """One of ``FAULTS``."""
+    day: dt.date
+    """Day of the partition that gets the fault."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULTS:
+            raise ValueError(f"demo data: unknown fault {self.kind!r}; expected one of {sorted(FAULTS)}")
+
+
 @dataclass(frozen=True)
 class DemoDataOptions:
     """What to generate."""
@@ -76,6 +111,8 @@ class DemoDataOptions:
     """Date of the first partition."""
     fraud_rate: float = 0.008
     """Approximate share of fraudulent transactions."""
+    fault: Fault | None = None
+    """A fault to inject into one day's partition; None for clean data."""
 
     def __post_init__(self) -> None:
         if self.rows < 100:
@@ -84,6 +121,10 @@ class DemoDataOptions:
             raise ValueError(f"demo data: days must be at least 1, got {self.days}")
         if not 0 < self.fraud_rate < 0.5:
             raise ValueError(f"demo data: fraud_rate must be in (0, 0.5), got {self.fraud_rate}")
+        last = self.start_date + dt.timedelta(days=self.days - 1)
+        if self.fault and not self.start_date <= self.fault.day <= last:
+            raise ValueError(f"demo data: fault day {self.fault.day} is outside the generated days "
+                             f"{self.start_date} to {last}")
 
 
 def _normalise(weights: np.ndarray) -> np.ndarray:
@@ -203,18 +244,60 @@ def partition_path(landing: Path, day: dt.date) -> Path:
     return landing / "transactions" / f"{day.isoformat()}.parquet"
 
 
+def late_path(landing: Path, day: dt.date) -> Path:
+    """Where a ``late-partition`` fault holds the partition of ``day`` back."""
+    return landing / LATE_FOLDER / "transactions" / f"{day.isoformat()}.parquet"
+
+
+def _replace(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, pa.field(name, values.type, table.schema.field(i).nullable), values)
+
+
+def _break(table: pa.Table, kind: str, rng: np.random.Generator) -> pa.Table:
+    """The partition's table with fault ``kind`` applied (faults that change the table only)."""
+    n = table.num_rows
+    if kind == "dropped-column":
+        return table.drop_columns(["country_code"])
+    if kind == "renamed-column":
+        return table.rename_columns(["merchant_cat" if c == "merchant_category" else c for c in table.column_names])
+    if kind == "type-change":
+        return _replace(table, "amount", pc.cast(table.column("amount"), pa.string()).combine_chunks())
+    if kind == "null-explosion":
+        mask = pa.array(rng.random(n) < 0.4)
+        return _replace(table, "merchant_category", pc.if_else(mask, pa.scalar(None, pa.string()),
+                                                               table.column("merchant_category")).combine_chunks())
+    if kind == "label-collapse":
+        keep = pa.array(rng.random(n) < 0.01)
+        return _replace(table, "is_fraud", pc.and_(table.column("is_fraud"), keep).combine_chunks())
+    if kind == "unit-change":
+        return _replace(table, "amount", pc.multiply(table.column("amount"), 100.0).combine_chunks())
+    if kind == "empty-day":
+        return table.slice(0, 0)
+    return table
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+    tmp.replace(path)
+
+
 def generate(landing: Path, opts: DemoDataOptions) -> list[Path]:
     """Write ``opts.days`` daily partitions under ``landing`` and return their paths.
 
     About 0.05% of transactions are re-sent by the "processor" in the same partition (same id,
-    same values), as real feeds do; staging deduplicates them.
+    same values), as real feeds do; staging deduplicates them. ``opts.fault`` breaks one day.
     """
     cols = _generate_columns(opts)
     rng = np.random.default_rng(opts.seed + 1)
+    fault_rng = np.random.default_rng([opts.seed, 4])
     start = np.datetime64(opts.start_date.isoformat(), "us")
     timestamps = start + cols.pop("second").astype("timedelta64[s]").astype("timedelta64[us]")
     day_index = ((timestamps - start) // np.timedelta64(1, "D")).astype(np.int64)
     paths = []
+    resent: pa.Table | None = None  # a duplicated partition, re-sent with the next day's
     for day in range(opts.days):
         idx = np.flatnonzero(day_index == day)
         resend = idx[rng.random(len(idx)) < 0.0005]
@@ -224,10 +307,22 @@ def generate(landing: Path, opts: DemoDataOptions) -> list[Path]:
             for f in LANDING_SCHEMA
         ]
         table = pa.Table.from_arrays(arrays, schema=LANDING_SCHEMA)
-        path = partition_path(landing, opts.start_date + dt.timedelta(days=day))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
-        tmp.replace(path)
+        date = opts.start_date + dt.timedelta(days=day)
+        path = partition_path(landing, date)
+        if resent is not None:
+            table, resent = pa.concat_tables([table, resent]), None
+        kind = opts.fault.kind if opts.fault and opts.fault.day == date else None
+        if kind == "duplicate-partition" and day < opts.days - 1:
+            resent = table
+        elif kind == "duplicate-partition":
+            table = pa.concat_tables([table, table])
+        elif kind == "late-partition":
+            path = late_path(landing, date)
+        elif kind:
+            table = _break(table, kind, fault_rng)
+        _write(table, path)
+        if kind == "corrupt-file":
+            with open(path, "r+b") as fh:
+                fh.truncate(path.stat().st_size // 2)
         paths.append(path)
     return paths

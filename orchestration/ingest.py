@@ -1,8 +1,16 @@
-"""Discover landing partitions, check each file against the dbt source's declared columns, and
-record what was ingested (file, rows, checksum, load time) in ``raw.ingestion_log``.
+"""Discover landing partitions, check each new file against the dbt source's declared columns,
+and load it into the raw table exactly once, logging file, rows, checksum and load time in
+``raw.ingestion_log``.
 
-A partition already logged with the same checksum is skipped; the same name with different bytes
-is an error that names the file and both checksums, never silently mixed in.
+- A partition already logged with the same checksum is skipped, so re-delivering it duplicates
+  nothing; a partition that arrives late (after later days) is new and loads like any other.
+- The same name with different bytes is reported. If the old version was never published (the
+  run that loaded it halted on a failed check, so nothing consumed it), the re-delivery replaces
+  it; once published it is an error that names the file and both checksums.
+- Every landing check (file name, readability, schema, re-delivery, empty file, missing days)
+  is returned as a ``CheckResult``; any error-severity failure halts before anything is loaded.
+
+New partitions load in one transaction with their log rows: a killed run loads nothing.
 """
 
 from __future__ import annotations
@@ -18,9 +26,16 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orchestration.checks import CheckResult, insert_checks
 from orchestration.errors import LandingError
 
 PARTITION_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
+RAW_SCHEMA = "raw"
+# The column the raw table adds: the landing file a row came from, as read_parquet(filename=true)
+# names it, so staging reads the raw table and the landing files alike.
+FILE_COLUMN = "filename"
+DUCKDB_TYPES = {"string": "varchar", "double": "double", "integer": "bigint", "boolean": "boolean",
+                "timestamp": "timestamp"}
 
 
 @dataclass(frozen=True)
@@ -28,9 +43,27 @@ class Partition:
     """One landing file."""
 
     path: Path
+    """Where it lands: ``<landing>/<table>/YYYY-MM-DD.parquet``."""
     day: dt.date
+    """The day its name says it holds."""
     sha256: str
+    """Checksum of its bytes."""
     rows: int
+    """Number of rows (from the Parquet footer)."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingestion did."""
+
+    partitions: tuple[Partition, ...]
+    """Every landing partition, checked, in day order."""
+    loaded: tuple[Partition, ...]
+    """Partitions loaded into the raw table now: new ones and replaced unpublished ones."""
+    replaced: tuple[str, ...]
+    """File names of unpublished partitions that were re-delivered with new bytes and reloaded."""
+    checks: tuple[CheckResult, ...]
+    """Landing checks made now (new and changed files, and the partition sequence)."""
 
 
 def arrow_kind(t: pa.DataType) -> str:
@@ -61,32 +94,109 @@ def partition_files(landing: Path, table: str) -> list[Path]:
     return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
 
-def inspect_partition(path: Path, expected: dict[str, str]) -> Partition:
-    """Checksum and schema-check one landing file against ``expected`` (column -> type name)."""
+def raw_relation(table: str) -> str:
+    """The raw table ingestion loads landing partitions of ``table`` into."""
+    return f"{RAW_SCHEMA}.{table}"
+
+
+def _landing_name(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+def _problem(path: Path, check: str, message: str, *, column: str | None = None, metric: str = "file",
+             expected: str | None = None, actual: str | None = None, severity: str = "error") -> CheckResult:
+    return CheckResult(origin="ingest", table=_landing_name(path), check=check, column=column, metric=metric,
+                       severity=severity, status="fail", passed=False, expected=expected, actual=actual,
+                       message=f"{path}: {message}")
+
+
+def schema_problems(path: Path, actual: dict[str, str], expected: dict[str, str]) -> list[CheckResult]:
+    """Missing, renamed, re-typed and unexpected columns of one file, each naming column and types."""
+    missing = [c for c in expected if c not in actual]
+    extra = [c for c in actual if c not in expected]
+    renamed: dict[str, str] = {}
+    for column in missing:
+        # A rename is a missing column plus a new one of the same type, unambiguous by type or position.
+        same_type = [c for c in extra if actual[c] == expected[column] and c not in renamed.values()]
+        at_position = [c for c in same_type if list(actual).index(c) == list(expected).index(column)]
+        candidates = same_type if len(same_type) == 1 else at_position
+        if len(candidates) == 1:
+            renamed[column] = candidates[0]
+    problems = []
+    for column, kind in expected.items():
+        if column in renamed:
+            new = renamed[column]
+            problems.append(_problem(
+                path, "landing_schema", f"column {column!r} ({kind}) is missing and {new!r} ({actual[new]}) is "
+                f"unexpected: it looks renamed to {new!r}; rename it back upstream, or rename it in the dbt source",
+                column=column, metric="column_name", expected=f"{column} ({kind})", actual=f"{new} ({actual[new]})"))
+        elif column not in actual:
+            problems.append(_problem(
+                path, "landing_schema", f"column {column!r} is missing (expected {kind}); deliver it, or remove it "
+                "from the dbt source", column=column, metric="type", expected=kind, actual="missing"))
+        elif actual[column] != kind:
+            problems.append(_problem(
+                path, "landing_schema", f"column {column!r} has type {actual[column]}, expected {kind}; fix the "
+                "export, or change the column's data_type in the dbt source", column=column, metric="type",
+                expected=kind, actual=actual[column]))
+    for column in extra:
+        if column not in renamed.values():
+            problems.append(_problem(
+                path, "landing_schema", f"unexpected column {column!r} ({actual[column]}); declare it in the dbt "
+                "source or drop it upstream", column=column, metric="type", expected="absent", actual=actual[column]))
+    return problems
+
+
+def _day(path: Path) -> dt.date | None:
     match = PARTITION_NAME.match(path.name)
     if not match:
-        raise LandingError(f"{path}: landing files must be named YYYY-MM-DD.parquet (one per day)")
+        return None
     try:
-        day = dt.date.fromisoformat(match.group(1))
-    except ValueError as exc:
-        raise LandingError(f"{path}: {match.group(1)!r} is not a valid date") from exc
+        return dt.date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+
+
+def check_partition(path: Path, expected: dict[str, str]) -> tuple[Partition | None, list[CheckResult]]:
+    """Checksum and schema-check one landing file against ``expected`` (column -> type name)."""
+    day = _day(path)
+    if day is None:
+        return None, [_problem(path, "landing_file_name", "landing files must be named YYYY-MM-DD.parquet "
+                               "(one per day, a valid date); rename or remove it", metric="name",
+                               expected="YYYY-MM-DD.parquet", actual=path.name)]
     try:
         meta = pq.read_metadata(path)
         schema = meta.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as exc:
-        raise LandingError(f"{path}: not a readable Parquet file ({exc}); re-deliver the partition") from exc
-    actual = {f.name: arrow_kind(f.type) for f in schema}
-    problems = []
-    for column, kind in expected.items():
-        if column not in actual:
-            problems.append(f"column {column!r} is missing (expected {kind})")
-        elif actual[column] != kind:
-            problems.append(f"column {column!r} has type {actual[column]}, expected {kind}")
-    for column in actual.keys() - expected.keys():
-        problems.append(f"unexpected column {column!r} ({actual[column]}); declare it in the dbt source or drop it upstream")
+        return None, [_problem(path, "landing_readable", f"not a readable Parquet file ({exc}); re-deliver the "
+                               "partition", metric="parquet", expected="readable Parquet", actual="unreadable")]
+    problems = schema_problems(path, {f.name: arrow_kind(f.type) for f in schema}, expected)
     if problems:
-        raise LandingError(f"{path}: schema does not match the dbt source: " + "; ".join(problems))
-    return Partition(path, day, _sha256(path), meta.num_rows)
+        return None, problems
+    partition = Partition(path, day, _sha256(path), meta.num_rows)
+    return partition, [CheckResult(origin="ingest", table=_landing_name(path), check="landing_schema", column=None,
+                                   metric="columns", severity="error", status="pass", passed=True,
+                                   expected=f"{len(expected)} declared columns", actual="match")]
+
+
+def inspect_partition(path: Path, expected: dict[str, str]) -> Partition:
+    """Like ``check_partition``, raising ``LandingError`` with every problem of the file."""
+    partition, checks = check_partition(path, expected)
+    if partition is None:
+        raise LandingError(f"{path}: " + "; ".join(c.message.removeprefix(f"{path}: ") for c in checks),
+                           checks=tuple(c.label for c in checks))
+    return partition
+
+
+def _sequence_check(days: list[dt.date], landing: Path, table: str) -> CheckResult:
+    missing = sorted(set(min(days) + dt.timedelta(n) for n in range((max(days) - min(days)).days + 1)) - set(days))
+    shown = ", ".join(d.isoformat() for d in missing[:10]) + (" ..." if len(missing) > 10 else "")
+    return CheckResult(
+        origin="ingest", table=f"{landing.name}/{table}", check="partition_sequence", column=None,
+        metric="missing_days", severity="warn", status="pass" if not missing else "fail", passed=not missing,
+        expected="0", actual=str(len(missing)), expected_value=0.0, actual_value=float(len(missing)), upper_bound=0.0,
+        message=f"no landing partition for {shown}: late or lost; when it arrives it is ingested like any new "
+                "partition" if missing else "")
 
 
 LOG_DDL = """
@@ -99,40 +209,110 @@ create table if not exists raw.ingestion_log (
     loaded_at timestamp not null,
     run_id varchar not null
 );
+alter table raw.ingestion_log add column if not exists published_at timestamp;
 """
 
 
+def _ensure_raw_table(con: duckdb.DuckDBPyConnection, relation: str, expected: dict[str, str]) -> None:
+    columns = [*expected, FILE_COLUMN]
+    con.execute(f"create table if not exists {relation} ("
+                + ", ".join(f'"{c}" {DUCKDB_TYPES[k]}' for c, k in expected.items())
+                + f', "{FILE_COLUMN}" varchar not null)')
+    schema, table = relation.split(".")
+    have = [r[0] for r in con.execute(
+        "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
+        "order by ordinal_position", [schema, table]).fetchall()]
+    if have != columns:
+        raise LandingError(
+            f"{relation} has columns {have} but the dbt source declares {columns[:-1]} (+ {FILE_COLUMN}); the source "
+            f"changed since partitions were loaded. Drop {relation} and raw.ingestion_log to reload every landing file."
+        )
+
+
+def _exists(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
+    schema, table = relation.split(".")
+    return bool(con.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                            [schema, table]).fetchone()[0])
+
+
 def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path, run_id: str,
-           progress: Callable[[str], None] = lambda _: None) -> tuple[list[Partition], list[Partition]]:
-    """Check every landing file and log the new ones. Returns (all partitions, newly logged)."""
+           progress: Callable[[str], None] = lambda _: None) -> IngestResult:
+    """Check the landing partitions of ``table`` and load the new ones into ``raw.<table>``."""
     paths = partition_files(landing, table)
     if not paths:
         raise LandingError(
             f"{landing / table}: no landing partitions (expected files named YYYY-MM-DD.parquet). "
             "Deliver data there, or set demo_data.generate_if_empty: true in the config to generate demo data."
         )
-    partitions = []
-    for i, path in enumerate(paths, 1):
-        partitions.append(inspect_partition(path, expected))
-        if i % 20 == 0 or i == len(paths):
-            progress(f"checked {i}/{len(paths)} landing files")
     warehouse.parent.mkdir(parents=True, exist_ok=True)
+    relation = raw_relation(table)
     with duckdb.connect(str(warehouse)) as con:
         con.execute(LOG_DDL)
-        logged = dict(con.execute("select file_name, sha256 from raw.ingestion_log").fetchall())
-        changed = [p for p in partitions if p.path.name in logged and logged[p.path.name] != p.sha256]
-        if changed:
-            p = changed[0]
-            raise LandingError(
-                f"{p.path}: partition was already ingested with sha256 {logged[p.path.name][:12]} but now has "
-                f"{p.sha256[:12]}; a changed re-delivery is not mixed in silently. Deliver corrections as a new "
-                "partition, or remove the old log row deliberately to reload."
-            )
-        new = [p for p in partitions if p.path.name not in logged]
+        logged = {name: (sha, rows, published) for name, sha, rows, published in con.execute(
+            "select file_name, sha256, count_rows, published_at from raw.ingestion_log").fetchall()}
+        # A log without its raw table (a warehouse from before the raw table existed): reload all.
+        reload_all = bool(logged) and not _exists(con, relation)
+        if reload_all:
+            progress(f"{relation} is missing: reloading every landing partition")
+            logged = {}
+        partitions, new, replaced, checks = [], [], [], []
+        for i, path in enumerate(paths, 1):
+            if i % 20 == 0 or i == len(paths):
+                progress(f"checked {i}/{len(paths)} landing files")
+            known = logged.get(path.name)
+            sha = _sha256(path) if known else None
+            if known and sha == known[0]:
+                partitions.append(Partition(path, _day(path), sha, known[1]))  # type: ignore[arg-type]
+                continue
+            if known and known[2] is not None:
+                checks.append(_problem(
+                    path, "partition_unchanged", f"partition was already ingested with sha256 {known[0][:12]} and "
+                    f"published, but now has {sha[:12]}; a changed re-delivery is not mixed in silently. Deliver "
+                    "corrections as a new partition, or remove the old log and raw rows deliberately to reload.",
+                    metric="sha256", expected=known[0][:12], actual=sha[:12]))
+                continue
+            partition, file_checks = check_partition(path, expected)
+            checks.extend(file_checks)
+            if partition is None:
+                continue
+            partitions.append(partition)
+            (replaced if known else new).append(partition)
+            if partition.rows == 0:
+                checks.append(_problem(path, "partition_not_empty", "the partition has 0 rows; if the day really had "
+                                       "no data this is fine, else re-deliver it", metric="rows", expected="> 0",
+                                       actual="0", severity="warn"))
+        if partitions:
+            checks.append(_sequence_check([p.day for p in partitions], landing, table))
+        insert_checks(con, run_id, checks)
+        errors = [c for c in checks if c.halts]
+        if errors:
+            raise LandingError(f"{len(errors)} landing check(s) failed; nothing was loaded:\n  "
+                               + "\n  ".join(c.message for c in errors), checks=tuple(c.label for c in errors))
+        loaded = sorted(new + replaced, key=lambda p: p.day)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        if new:
-            con.executemany(
-                "insert into raw.ingestion_log values (?, ?, ?, ?, ?, ?)",
-                [(p.path.name, p.day, p.rows, p.sha256, now, run_id) for p in new],
-            )
-    return partitions, new
+        con.execute("begin transaction")
+        if reload_all:
+            con.execute("delete from raw.ingestion_log")
+        _ensure_raw_table(con, relation, expected)
+        for p in replaced:
+            con.execute(f'delete from {relation} where "{FILE_COLUMN}" = ?', [p.path.name])
+            con.execute("delete from raw.ingestion_log where file_name = ?", [p.path.name])
+            progress(f"replacing unpublished partition {p.path.name}: sha256 {logged[p.path.name][0][:12]} -> {p.sha256[:12]}")
+        select = ", ".join(f'"{c}"' for c in expected)
+        for p in loaded:
+            con.execute(f'insert into {relation} ({select}, "{FILE_COLUMN}") select {select}, ? from read_parquet(?)',
+                        [p.path.name, str(p.path)])
+        for p in loaded:
+            con.execute(
+                "insert into raw.ingestion_log (file_name, partition_date, count_rows, sha256, loaded_at, run_id) "
+                "values (?, ?, ?, ?, ?, ?)", [p.path.name, p.day, p.rows, p.sha256, now, run_id])
+        con.execute("commit")
+    return IngestResult(tuple(sorted(partitions, key=lambda p: p.day)), tuple(loaded),
+                        tuple(p.path.name for p in replaced), tuple(checks))
+
+
+def mark_published(con: duckdb.DuckDBPyConnection, published_at: dt.datetime) -> int:
+    """Mark every loaded, not yet published partition as published; return how many."""
+    rows = con.execute("update raw.ingestion_log set published_at = ? where published_at is null returning file_name",
+                       [published_at]).fetchall()
+    return len(rows)

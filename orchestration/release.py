@@ -281,7 +281,8 @@ def gates(ctx: RunContext) -> dict[str, Any]:
                            f"{r.threshold if r.threshold is None else f'{r.threshold:.6g}'} {r.detail}".strip()
                            for r in failed)
         raise StageError(f"{len(failed)} of {len(results)} gates failed for candidate {bundle_id[:12]} "
-                         f"(kept for inspection at {path}): {listed}")
+                         f"(kept for inspection at {path}): {listed}", stage="gates",
+                         checks=tuple(f"gate {r.gate}" for r in failed))
     return {"gates_passed": len(results)}
 
 

@@ -1,6 +1,11 @@
 """The pipeline's stages, as an explicit registry: name, what it reads, what it writes, function.
 
-    demo_data -> parse -> ingest -> dbt_build -> train -> evaluate -> gates -> deploy
+    demo_data -> parse -> ingest -> dbt_build -> dbt_test -> freshness -> validate -> publish -> train
+        -> evaluate -> gates -> deploy
+
+dbt builds into audit schemas; ``validate`` records every check and halts on a failed
+error-severity one; only then does ``publish`` copy the audited tables to the schemas training
+reads (write-audit-publish, see ``orchestration/publish.py``).
 
 Each function takes the run context and returns a small summary dict; values later stages need
 are put on ``ctx.state`` under the names the stage declares as outputs.
@@ -13,18 +18,20 @@ import json
 import time
 from typing import Any
 
+import duckdb
 import numpy as np
 
-from orchestration import demo_data
+from orchestration import checks, demo_data, publish
 from orchestration.config import PipelineConfig
 from orchestration.context import RunContext, Stage
 from orchestration.dbt import run_dbt
-from orchestration.errors import StageError
-from orchestration.ingest import ingest, partition_files
+from orchestration.errors import DbtError, PublishError, StageError, ValidationError
+from orchestration.ingest import ingest, partition_files, raw_relation
 from orchestration.release import deploy, evaluate, gates
 from training import dbt_manifest
-from training.data import SplitBoundaries, data_fingerprint, read_features, to_dataset
+from training.data import SplitBoundaries, check_feature_availability, read_features, to_dataset
 from training.run import TrainingOptions, train
+
 
 def _demo_data(ctx: RunContext) -> dict[str, Any]:
     if partition_files(ctx.cfg.landing, ctx.source_table):
@@ -61,25 +68,128 @@ def _split_boundaries(days: list[dt.date], cfg: PipelineConfig) -> SplitBoundari
     return SplitBoundaries(first + dt.timedelta(days=train_days), first + dt.timedelta(days=valid_days))
 
 
+def _freshness_as_of(setting: str, days: list[dt.date]) -> str | None:
+    """The freshness clock dbt gets (var freshness_as_of); None means the wall clock."""
+    if setting == "now":
+        return None
+    if setting == "latest_partition_end":
+        return dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time()).isoformat()
+    return setting
+
+
 def _ingest(ctx: RunContext) -> dict[str, Any]:
     fields = dbt_manifest.input_schema(ctx.state["manifest"], ctx.cfg.dbt.source, include_labels=True)
-    partitions, new = ingest(
+    result = ingest(
         ctx.cfg.landing, ctx.source_table, {f.name: f.type for f in fields}, ctx.cfg.warehouse, ctx.run_id, ctx.echo,
     )
-    ctx.state["split"] = _split_boundaries([p.day for p in partitions], ctx.cfg)
-    return {"partitions": len(partitions), "new_partitions": len(new), "landed_rows": sum(p.rows for p in partitions)}
+    for check in result.checks:
+        if check.warns:
+            ctx.echo(f"WARN {check.label}: {check.message}")
+    days = [p.day for p in result.partitions]
+    ctx.state["split"] = _split_boundaries(days, ctx.cfg)
+    # dbt reads the ingested raw table (not the landing files) and audits into *_audit schemas.
+    ctx.state["dbt_vars"] = {
+        ctx.cfg.dbt.source.replace(".", "_") + "_relation": f"(select * from {raw_relation(ctx.source_table)})",
+        "wap_schema_suffix": publish.AUDIT_SUFFIX,
+        **({"freshness_as_of": as_of} if (as_of := _freshness_as_of(ctx.cfg.validation.freshness_as_of, days)) else {}),
+    }
+    return {"partitions": len(result.partitions), "new_partitions": len(result.loaded) - len(result.replaced),
+            "replaced_partitions": len(result.replaced), "landed_rows": sum(p.rows for p in result.partitions)}
+
+
+def _dbt_step(ctx: RunContext, args: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run dbt; return its results and manifest. Failed tests and broken models are results that
+    `validate` records and halts on; a dbt failure that produced no results (a compile error) raises."""
+    dbt = ctx.dbt()
+    try:
+        run_dbt(dbt, args, echo=lambda line: ctx.echo("dbt " + line.split("  ", 1)[-1].strip()))
+    except DbtError:
+        if not checks.read_json(dbt.target_dir / "run_results.json").get("results"):
+            raise
+    return checks.read_json(dbt.target_dir / "run_results.json")["results"], checks.read_json(dbt.manifest_path)
 
 
 def _dbt_build(ctx: RunContext) -> dict[str, Any]:
-    run_dbt(ctx.dbt(), ["build"], echo=lambda line: ctx.echo("dbt " + line.split("  ", 1)[-1].strip()))
-    spec = ctx.state["spec"]
-    fingerprint = data_fingerprint(ctx.cfg.warehouse, spec)
+    baseline = publish.baseline_relation(ctx.state["manifest"])
+    baseline_id, baseline_check = publish.champion_baseline(ctx.cfg.warehouse, ctx.cfg.registry, baseline)
+    ctx.echo(f"baseline: {baseline_check.message}")
+    ctx.state["checks"] = [baseline_check]
+    if baseline_id:
+        ctx.state["dbt_vars"]["baseline_id"] = baseline_id
+    results, manifest = _dbt_step(ctx, ["run"])
+    ctx.state.update(build_results={"results": results}, build_manifest=manifest)
+    failed = [r["unique_id"] for r in results if r["status"] != "success"]
+    return {"models": len(results), "failed": len(failed)}
+
+
+def _dbt_test(ctx: RunContext) -> dict[str, Any]:
+    """Every test, after every model: none is skipped because another failed, so one run names every cause."""
+    models, manifest = ctx.state["build_results"]["results"], ctx.state["build_manifest"]
+    tests: list[dict[str, Any]] = []
+    # After a broken model the tests would read stale audit tables; `validate` halts on the model instead.
+    if all(r["status"] == "success" for r in models):
+        tests, manifest = _dbt_step(ctx, ["test"])
+    ctx.state["checks"] += checks.dbt_results({"results": models + tests}, manifest, ctx.cfg.warehouse,
+                                              publish.AUDIT_SUFFIX)
+    return {"tests": len(tests), "not_passed": sum(r["status"] != "pass" for r in tests)}
+
+
+def _freshness(ctx: RunContext) -> dict[str, Any]:
+    dbt = ctx.dbt()
+    try:
+        run_dbt(dbt, ["source", "freshness"])
+        failure = None
+    except DbtError as exc:
+        failure = exc  # stale data is a failed check, recorded by `validate`; so is a freshness query that broke
+    results = checks.freshness_results(checks.read_json(dbt.target_dir / "sources.json"), ctx.state["build_manifest"])
+    if failure and not results:
+        results = [checks.CheckResult(origin="dbt_freshness", table=f"source {ctx.cfg.dbt.source}",
+                                      check="source_freshness", column=None, metric="age_hours", severity="error",
+                                      status="runtime error", passed=False, message=str(failure)[:1000])]
+    ctx.state["checks"] += results
+    return {r.table: f"{r.status} ({r.actual} h)" for r in results}
+
+
+def _validate(ctx: RunContext) -> dict[str, Any]:
+    results: list[checks.CheckResult] = ctx.state["checks"]
+    checks.record_checks(ctx.cfg.warehouse, ctx.run_id, results)
+    warnings = [r for r in results if r.warns]
+    for r in warnings:
+        ctx.echo(f"WARN {r.describe()}")
+    ctx.state["warnings"] = [r.describe() for r in warnings]
+    halting = [r for r in results if r.halts]
+    if halting:
+        raise ValidationError(
+            f"{len(halting)} error-severity check(s) failed; nothing was published or trained:\n  "
+            + "\n  ".join(r.describe() for r in halting),
+            checks=tuple(r.label for r in halting),
+        )
+    if warnings:
+        checks.record_alert(ctx.cfg.warehouse, ctx.run_id, stage="validate", severity="warn",
+                            checks=[r.label for r in warnings], message="\n".join(ctx.state["warnings"]))
+    return checks.summary(results)
+
+
+def _publish(ctx: RunContext) -> dict[str, Any]:
+    spec, split = ctx.state["spec"], ctx.state["split"]
+    pairs = publish.audited_relations(ctx.state["build_manifest"], ctx.state["build_results"])
+    audited = {published: audit for audit, published in pairs}
+    if spec.relation not in audited:
+        raise PublishError(f"the features mart {spec.relation} was not built into an audit schema; nothing to publish")
+    fingerprint = publish.features_fingerprint(ctx.cfg.warehouse, spec, audited[spec.relation])
+    baseline = publish.baseline_relation(ctx.state["manifest"])
+    baseline_id = publish.newest_baseline_id(ctx.cfg.warehouse, baseline) if baseline else None
+    partitions = publish.publish(ctx.cfg.warehouse, ctx.run_id, pairs, fingerprint=fingerprint,
+                                 baseline_id=baseline_id, train_end=split.train_end)
     ctx.state["fingerprint"] = fingerprint
-    return {"feature_rows": fingerprint["rows"]}
+    return {"tables": len(pairs), "feature_rows": fingerprint["rows"], "newly_published_partitions": partitions,
+            "baseline_id": (baseline_id or "none")[:12]}
 
 
 def _train(ctx: RunContext) -> dict[str, Any]:
     cfg, spec = ctx.cfg, ctx.state["spec"]
+    fingerprint = publish.assert_published(cfg.warehouse, spec)  # read only what passed validation
+    check_feature_availability(spec, dt.date.fromisoformat(fingerprint["first_event"][:10]))
     table, total = read_features(cfg.warehouse, spec, max_rows=cfg.training.max_rows, seed=cfg.seed)
     if table.num_rows < total:
         ctx.echo(f"{total:,} feature rows exceed training.max_rows ({cfg.training.max_rows:,}): "
@@ -104,10 +214,18 @@ STAGES: tuple[Stage, ...] = (
           ("<config.demo_data>",), ("<landing files>",), _demo_data),
     Stage("parse", "dbt parse: read features, raw input schema and fitted state from the manifest",
           ("<dbt project>",), ("manifest", "spec", "input_schema"), _parse),
-    Stage("ingest", "check landing files against the dbt source and log new partitions",
-          ("<landing files>", "manifest"), ("<raw.ingestion_log>", "split"), _ingest),
-    Stage("dbt_build", "dbt build: staging, fitted statistics, features mart and their tests",
-          ("<landing files>", "<dbt project>", "split"), ("<warehouse>", "fingerprint"), _dbt_build),
+    Stage("ingest", "check new landing files against the dbt source; load each into the raw table once",
+          ("<landing files>", "manifest"), ("<raw tables>", "<raw.ingestion_log>", "split", "dbt_vars"), _ingest),
+    Stage("dbt_build", "dbt run into audit schemas: staging, baseline profile, fitted statistics, features",
+          ("<raw tables>", "<dbt project>", "split", "<registry champion>"), ("<audit schemas>", "checks"), _dbt_build),
+    Stage("dbt_test", "dbt test: contracts' data tests and distribution checks against the baseline, all of them",
+          ("<audit schemas>", "checks"), ("<validation_metrics>", "checks"), _dbt_test),
+    Stage("freshness", "dbt source freshness of the ingested landing data",
+          ("<raw tables>", "checks"), ("checks",), _freshness),
+    Stage("validate", "record every check in validation.check_results; halt on a failed error-severity check",
+          ("checks",), ("<validation.check_results>",), _validate),
+    Stage("publish", "copy the audited tables to the schemas consumers read (write-audit-publish)",
+          ("<audit schemas>", "spec", "split"), ("<published schemas>", "fingerprint"), _publish),
     Stage("train", "fit (after an optional search) on the training days, export ONNX, check it, measure",
           ("<warehouse>", "spec", "split"), ("trained", "data"), _train),
     Stage("evaluate", "compile the serving SQL, refuse unservable features, write the candidate bundle",
@@ -128,10 +246,9 @@ def run_stages(ctx: RunContext, stages: tuple[Stage, ...] = STAGES) -> list[tupl
         ctx.state["current_stage"] = stage.name
         try:
             summary = stage.run(ctx)
-        except StageError as exc:
-            raise StageError(f"stage {stage.name!r} failed: {exc}") from exc
-        except (ValueError, RuntimeError, LookupError, OSError) as exc:
-            raise StageError(f"stage {stage.name!r} failed: {exc}") from exc
+        except (ValueError, RuntimeError, LookupError, OSError, duckdb.Error) as exc:
+            raise StageError(f"stage {stage.name!r} failed: {exc}", stage=stage.name,
+                             checks=getattr(exc, "checks", ())) from exc
         seconds = time.perf_counter() - started
         ctx.state.setdefault("durations", {})[stage.name] = seconds
         done.append((stage.name, seconds, summary))

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from training.dbt_manifest import FeatureSpec
-from training.errors import TrainingDataError
+from training.errors import FeatureAvailabilityError, TrainingDataError
 
 
 @dataclass(frozen=True)
@@ -127,3 +127,36 @@ def to_dataset(table: pa.Table, spec: FeatureSpec, split: SplitBoundaries, task:
                                     "the model could never predict them. Widen the training window.")
     keys = table.column(spec.key).to_numpy(zero_copy_only=False)
     return Dataset(keys, ts, X, y, train, valid, test, classes, sampled_from)
+
+
+def feature_availability(spec: FeatureSpec) -> dict[str, dt.date]:
+    """Each feature's first available day, from its column meta ``available_from`` (required)."""
+    dates, problems = {}, []
+    for feature in spec.features:
+        value = spec.feature_meta.get(feature, {}).get("available_from")
+        try:
+            dates[feature] = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+        except ValueError:
+            problems.append(f"{feature} ({value!r})")
+    if problems:
+        raise FeatureAvailabilityError(
+            f"model {spec.model!r}: feature(s) {', '.join(problems)} have no valid meta.available_from; declare the "
+            "first day each feature's data exists (YYYY-MM-DD) in the model's yml"
+        )
+    return dates
+
+
+def check_feature_availability(spec: FeatureSpec, window_start: dt.date) -> None:
+    """Refuse a training window that starts before any feature is available.
+
+    Policy: refuse, never impute. Rows from before a feature existed hold values it could not
+    have had (nulls or back-filled guesses), and a model fitted on them learns the gap.
+    """
+    late = {f: d for f, d in feature_availability(spec).items() if d > window_start}
+    if late:
+        names = ", ".join(f"{f} (from {d})" for f, d in sorted(late.items(), key=lambda item: item[1]))
+        raise FeatureAvailabilityError(
+            f"the training window starts on {window_start}, before feature(s) {names} are available; start the "
+            f"training data on or after {max(late.values())} (remove earlier landing partitions), or drop the "
+            "feature, or correct its meta.available_from"
+        )

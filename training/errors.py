@@ -23,3 +23,7 @@ class ParityError(AssertionError):
 
 class FusedCompileError(ValueError):
     """The serving SQL uses an expression outside the fused compiler's subset; keep the SQL path."""
+
+
+class FeatureAvailabilityError(ValueError):
+    """The training window starts before a feature is available (its column meta ``available_from``)."""

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 def test_run_deploys_a_model_and_prints_a_summary(pipeline_run: PipelineRun) -> None:
     out = pipeline_run.result.stdout
-    for stage in ("demo_data", "parse", "ingest", "dbt_build", "train", "evaluate", "deploy"):
+    for stage in ("demo_data", "parse", "ingest", "dbt_build", "dbt_test", "freshness", "validate", "publish",
+                  "train", "evaluate", "deploy"):
         assert f"[{stage}] done" in out
     assert "pipeline finished" in out and "deployed model" in out
     champion = read_champion(pipeline_run.registry)
@@ -27,6 +28,21 @@ def test_run_deploys_a_model_and_prints_a_summary(pipeline_run: PipelineRun) -> 
     assert manifest["lineage"]["packages"]["duckdb"]
     assert [f["name"] for f in manifest["input_schema"]][:2] == ["txn_id", "txn_ts"]
     assert "is_fraud" not in {f["name"] for f in manifest["input_schema"]}
+
+
+def test_a_clean_run_passes_every_check_and_publishes_what_it_trains_on(pipeline_run: PipelineRun) -> None:
+    import duckdb
+
+    with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
+        failed = con.execute("select check_name from validation.check_results where passed is not true").fetchall()
+        checks, alerts = con.execute("select count(*), (select count(*) from validation.alerts) "
+                                     "from validation.check_results").fetchone()
+        logged = con.execute("select count(*), count(published_at), sum(count_rows) from raw.ingestion_log").fetchone()
+        raw = con.execute("select count(*) from raw.transactions").fetchone()[0]
+        published = con.execute("select count(*) from validation.publications").fetchone()[0]
+    assert failed == [] and checks > 50 and alerts == 0
+    assert logged == (20, 20, raw) and published == 1
+    assert "checks          " in pipeline_run.result.stdout and "0 warnings" in pipeline_run.result.stdout
 
 
 def test_deployed_model_scores_raw_records_in_process(pipeline_run: PipelineRun, raw_records: list[dict]) -> None:

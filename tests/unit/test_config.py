@@ -35,6 +35,7 @@ def test_environment_overrides_paths(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("search: {enabled: true}", "search: when enabled, needs"),
         ("search: {space: {max_iter: 5}}", "search.space: each parameter needs a non-empty list"),
         ("training: {max_rows: 5}", "training.max_rows: must be at least 100"),
+        ("validation: {freshness_as_of: yesterday}", "validation.freshness_as_of: expected one of .* or an ISO timestamp"),
         ("[1, 2]", "expected a mapping"),
         ("a: [", "not valid YAML"),
     ],
@@ -49,3 +50,9 @@ def test_bad_config_names_the_key_and_value(tmp_path: Path, text: str, message: 
 def test_missing_config_file_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--config"):
         load_config(tmp_path / "nope.yml")
+
+
+def test_freshness_clock_accepts_an_iso_timestamp(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yml"
+    path.write_text("validation: {freshness_as_of: '2026-03-02T06:00:00'}\n")
+    assert load_config(path).validation.freshness_as_of == "2026-03-02T06:00:00"

@@ -1,10 +1,16 @@
+import dataclasses
+import datetime as dt
 import hashlib
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
-from orchestration.demo_data import DemoDataOptions, generate
+from orchestration.cli import main
+from orchestration.demo_data import DemoDataOptions, Fault, generate
 
 
 def _digests(paths: list[Path]) -> list[str]:
@@ -50,3 +56,62 @@ def test_row_and_day_knobs(tmp_path: Path) -> None:
 def test_bad_options_are_named(kwargs: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         DemoDataOptions(**kwargs)
+
+
+FAULT_DAY = dt.date(2026, 1, 3)
+
+
+def _fault(tmp_path: Path, kind: str) -> tuple[list[Path], list[Path]]:
+    opts = DemoDataOptions(rows=4000, days=4, seed=5)
+    clean = generate(tmp_path / "clean", opts)
+    faulty = generate(tmp_path / kind, dataclasses.replace(opts, fault=Fault(kind, FAULT_DAY)))
+    return clean, faulty
+
+
+@pytest.mark.parametrize(
+    ("kind", "check"),
+    [
+        ("dropped-column", lambda t, c: "country_code" not in t.column_names),
+        ("renamed-column", lambda t, c: "merchant_cat" in t.column_names and "merchant_category" not in t.column_names),
+        ("type-change", lambda t, c: t.schema.field("amount").type == pa.string()),
+        ("null-explosion", lambda t, c: 0.3 < t.column("merchant_category").null_count / t.num_rows < 0.5),
+        ("label-collapse", lambda t, c: pc.sum(t.column("is_fraud")).as_py() <= pc.sum(c.column("is_fraud")).as_py() / 10),
+        ("unit-change", lambda t, c: pc.sum(t.column("amount")).as_py() == pytest.approx(100 * pc.sum(c.column("amount")).as_py())),
+        ("empty-day", lambda t, c: t.num_rows == 0 and t.schema == c.schema),
+    ],
+)
+def test_each_fault_breaks_only_its_day(tmp_path: Path, kind: str, check) -> None:
+    clean, faulty = _fault(tmp_path, kind)
+    day = [p.name for p in faulty].index(f"{FAULT_DAY}.parquet")
+    assert check(pq.read_table(faulty[day]), pq.read_table(clean[day]))
+    others = [i for i in range(len(clean)) if i != day]
+    assert _digests([faulty[i] for i in others]) == _digests([clean[i] for i in others])
+
+
+def test_corrupt_late_and_duplicate_faults(tmp_path: Path) -> None:
+    clean, corrupt = _fault(tmp_path, "corrupt-file")
+    with pytest.raises(pa.ArrowInvalid):
+        pq.read_metadata(corrupt[2])
+    _, late = _fault(tmp_path, "late-partition")
+    assert late[2] == tmp_path / "late-partition" / "late" / "transactions" / "2026-01-03.parquet"
+    assert not (tmp_path / "late-partition" / "transactions" / "2026-01-03.parquet").exists()
+    assert _digests([late[2]]) == _digests([clean[2]])
+    _, duplicate = _fault(tmp_path, "duplicate-partition")
+    resent = pq.read_table(duplicate[3]).column("txn_id").to_pylist()
+    day = pq.read_table(clean[2]).column("txn_id").to_pylist()
+    assert set(day) <= set(resent) and len(resent) == len(day) + pq.read_metadata(clean[3]).num_rows
+
+
+def test_fault_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown fault 'typo'"):
+        Fault("typo", FAULT_DAY)
+    with pytest.raises(ValueError, match="fault day 2026-02-01 is outside the generated days"):
+        DemoDataOptions(days=3, fault=Fault("empty-day", dt.date(2026, 2, 1)))
+
+
+def test_cli_injects_a_fault_on_the_chosen_day(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo-data", "--landing", str(tmp_path), "--rows", "2000", "--days", "3",
+                 "--fault", "unit-change", "--fault-day", "2026-01-02"])
+    assert code == 0 and "injected fault unit-change on 2026-01-02" in capsys.readouterr().out
+    assert main(["demo-data", "--landing", str(tmp_path), "--rows", "2000", "--days", "3", "--fault-day", "2026-01-02"]) == 2
+    assert "--fault-day needs --fault KIND" in capsys.readouterr().err

@@ -1,0 +1,261 @@
+"""Every fault the demo generator can inject, delivered to a pipeline that already deployed a model.
+
+The run halts naming the cause, or, for a duplicated or late partition, handles it with no double
+counting; either way the deployed model is unchanged and nothing unaudited is published.
+
+dbt costs seconds per invocation (and two runs at once are slower than one after another on two
+cores), so work is shared: one clean baseline run deploys a champion over days 1-8 (5,000 rows a
+day, enough to judge a day's fraud rate). The landing-file faults are delivered together as days
+9-12 of one copy of that state; the data faults as days 10-13 of another, with day 9 late. Each
+test checks that its own fault is named, on its own day, among the failing checks. Then the late
+day arrives and the bad days are re-delivered corrected, and that run must pass and count every
+row once. The duplicated partition runs from scratch, to compare its model with the baseline's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestration.demo_data import DemoDataOptions, Fault, generate, late_path
+from tests.conftest import run_orchestrator, write_config
+
+pytestmark = pytest.mark.slow
+
+ROWS, DAYS, BASELINE_DAYS = 65_000, 13, 8
+LATE_DAY = dt.date(2026, 1, 9)
+STG = "staging.stg_bank__transactions"
+# Faults delivered together, one per day after the baseline's days.
+SCENARIOS = {
+    "landing": {"dropped-column": dt.date(2026, 1, 9), "renamed-column": dt.date(2026, 1, 10),
+                "type-change": dt.date(2026, 1, 11), "corrupt-file": dt.date(2026, 1, 12)},
+    # Day 9 is late. The empty day comes last: an empty newest partition is what freshness catches.
+    "data": {"null-explosion": dt.date(2026, 1, 10), "label-collapse": dt.date(2026, 1, 11),
+             "unit-change": dt.date(2026, 1, 12), "empty-day": dt.date(2026, 1, 13)},
+}
+# fault -> (failing stage, what stderr must name)
+HALTS = {
+    "dropped-column": ("ingest", "2026-01-09.parquet: column 'country_code' is missing (expected string)"),
+    "renamed-column": ("ingest", "2026-01-10.parquet: column 'merchant_category' (string) is missing and "
+                                 "'merchant_cat' (string) is unexpected: it looks renamed"),
+    "type-change": ("ingest", "2026-01-11.parquet: column 'amount' has type string, expected double"),
+    "corrupt-file": ("ingest", "2026-01-12.parquet: not a readable Parquet file"),
+    "null-explosion": ("validate", f"null_fraction_vs_baseline on {STG}.merchant_category: null_fraction on "
+                                   "2026-01-10 is 0.4"),
+    "label-collapse": ("validate", f"label_rate_within_bounds on {STG}.is_fraud: label_rate on 2026-01-11 is 0,"),
+    "unit-change": ("validate", f"mean_vs_baseline on {STG}.amount: mean on 2026-01-12 is"),
+    "empty-day": ("validate", "source_freshness on source bank.transactions.txn_ts: age_hours is 24."),
+}
+# fault -> the check that must fail because of it, and on which segment (day)
+CAUGHT_BY = {
+    "dropped-column": ("landing_schema on transactions/2026-01-09.parquet.country_code", None),
+    "renamed-column": ("landing_schema on transactions/2026-01-10.parquet.merchant_category", None),
+    "type-change": ("landing_schema on transactions/2026-01-11.parquet.amount", None),
+    "corrupt-file": ("landing_readable on transactions/2026-01-12.parquet", None),
+    "null-explosion": (f"null_fraction_vs_baseline on {STG}.merchant_category", "2026-01-10"),
+    "label-collapse": (f"label_rate_within_bounds on {STG}.is_fraud", "2026-01-11"),
+    "unit-change": (f"mean_vs_baseline on {STG}.amount", "2026-01-12"),
+    "empty-day": ("source_freshness on source bank.transactions.txn_ts", None),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One orchestrator run, and the state it left (later runs on the same root change the files)."""
+
+    root: Path
+    result: subprocess.CompletedProcess[str]
+    champion: str
+    """The champion pointer's text right after the run."""
+    publications: int
+    """Rows in validation.publications right after the run."""
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout + self.result.stderr
+
+    @property
+    def run_id(self) -> str:
+        return self.result.stdout.split(":", 1)[0].removeprefix("run ")
+
+    def query(self, sql: str) -> list[tuple]:
+        """``sql`` on the warehouse; ``{run}`` is this run's id (rows of later runs are there too)."""
+        with duckdb.connect(str(self.root / "warehouse.duckdb"), read_only=True) as con:
+            return con.execute(sql.replace("{run}", f"'{self.run_id}'")).fetchall()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted((folder / "transactions").glob("*.parquet"))
+
+
+def _world(root: Path, landing: list[Path]) -> Path:
+    """A pipeline root whose landing folder holds copies of ``landing``; paths in its config are relative."""
+    (root / "landing" / "transactions").mkdir(parents=True)
+    for path in landing:
+        shutil.copy(path, root / "landing" / "transactions" / path.name)
+    write_config(root, paths={"warehouse": "warehouse.duckdb", "landing": "landing", "artifacts": "artifacts"},
+                 demo_data={"generate_if_empty": False})
+    return root
+
+
+def _run(root: Path) -> Run:
+    result = run_orchestrator("--config", str(root / "pipeline.yml"))
+    pointer = root / "artifacts" / "registry" / "champion.json"
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        (published,) = con.execute("select count(*) from information_schema.tables "
+                                   "where table_schema = 'validation' and table_name = 'publications'").fetchone()
+        if published:
+            (published,) = con.execute("select count(*) from validation.publications").fetchone()
+    return Run(root, result, pointer.read_text() if pointer.exists() else "", published)
+
+
+def _generate(folder: Path, fault: Fault | None = None) -> Path:
+    generate(folder, DemoDataOptions(rows=ROWS, days=DAYS, seed=7, fault=fault))
+    return folder
+
+
+@dataclass(frozen=True)
+class Faults:
+    clean: Path
+    baseline: Run
+    runs: dict[str, list[Run]]
+    """Scenario (landing, data, late, duplicate) -> its runs in order."""
+
+    def run_with(self, kind: str) -> Run:
+        """The (first) run that got fault ``kind``."""
+        (scenario,) = [name for name, faults in SCENARIOS.items() if kind in faults]
+        return self.runs[scenario][0]
+
+
+@pytest.fixture(scope="session")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Faults:
+    top = tmp_path_factory.mktemp("faults")
+    clean = _generate(top / "clean")
+    baseline = _run(_world(top / "baseline", _files(clean)[:BASELINE_DAYS]))
+    assert baseline.result.returncode == 0, baseline.output[-3000:]
+    runs: dict[str, list[Run]] = {}
+    for scenario, faults in SCENARIOS.items():
+        root = top / scenario
+        shutil.copytree(baseline.root, root)
+        for kind, day in faults.items():
+            shutil.copy(_generate(top / kind, Fault(kind, day)) / "transactions" / f"{day}.parquet",
+                        root / "landing" / "transactions")
+        runs[scenario] = [_run(root)]
+    # Then the late day arrives, and the bad days are re-delivered corrected.
+    data = top / "data"
+    shutil.copy(late_path(_generate(top / "late-partition", Fault("late-partition", LATE_DAY)), LATE_DAY),
+                data / "landing" / "transactions")
+    for day in SCENARIOS["data"].values():
+        shutil.copy(clean / "transactions" / f"{day}.parquet", data / "landing" / "transactions")
+    runs["data"].append(_run(data))
+    # Duplicate, from scratch: day 7 is re-sent inside day 8; the model must equal the baseline's.
+    duplicated = _generate(top / "duplicate-partition", Fault("duplicate-partition", dt.date(2026, 1, 7)))
+    runs["duplicate"] = [_run(_world(top / "duplicate", _files(duplicated)[:BASELINE_DAYS]))]
+    return Faults(clean, baseline, runs)
+
+
+def _assert_nothing_changed(run: Run, baseline: Run) -> None:
+    assert run.champion == baseline.champion, "the deployed model changed"
+    assert run.publications == 1, "something new was published"
+
+
+def test_a_clean_run_passes_every_check(faults: Faults) -> None:
+    baseline = faults.baseline
+    assert baseline.query("select count(*) from validation.check_results where passed is not true") == [(0,)]
+    assert baseline.query("select count(*) from validation.alerts") == [(0,)]
+    checks = {name for (name,) in baseline.query("select distinct check_name from validation.check_results")}
+    assert {"landing_schema", "partition_sequence", "contract", "source_freshness", "null_fraction_vs_baseline",
+            "mean_vs_baseline", "std_vs_baseline", "row_count_vs_trailing", "label_rate_within_bounds",
+            "accepted_category_set", "unseen_category_share", "accepted_range"} <= checks
+
+
+@pytest.mark.parametrize("kind", HALTS)
+def test_fault_halts_the_run_naming_the_cause(faults: Faults, kind: str) -> None:
+    run = faults.run_with(kind)
+    stage, cause = HALTS[kind]
+    assert run.result.returncode == 1, run.output[-3000:]
+    assert f"stage '{stage}' failed" in run.result.stderr and cause in run.result.stderr, run.result.stderr
+    assert "Traceback" not in run.output
+    label, day = CAUGHT_BY[kind]
+    ((alert_stage, checks),) = run.query("select stage, checks from validation.alerts where run_id = {run}")
+    assert alert_stage == stage and label in checks, checks
+    # The check failed at error severity because of this fault's day, and only that day.
+    failed = run.query("select check_name || ' on ' || table_name || coalesce('.' || column_name, ''), segment, "
+                       "count_failed_segments from validation.check_results where not passed and severity = 'error' "
+                       "and run_id = {run}")
+    assert (label, day, 1 if day else None) in failed, failed
+    _assert_nothing_changed(run, faults.baseline)
+
+
+def test_warn_checks_are_reported_and_recorded_without_naming_them_in_the_halt(faults: Faults) -> None:
+    run = faults.run_with("unit-change")  # amount x100 also moves its spread, a warn-severity check
+    assert f"WARN std_vs_baseline on {STG}.amount: std on 2026-01-12" in run.result.stdout
+    assert run.query("select severity, passed from validation.check_results where check_name = 'std_vs_baseline' "
+                     "and run_id = {run}") == [("warn", False)]
+    ((checks,),) = run.query("select checks from validation.alerts where run_id = {run}")
+    assert f"mean_vs_baseline on {STG}.amount" in checks and not [c for c in checks if c.startswith("std_")]
+
+
+def test_an_empty_day_is_reported_at_ingest_and_halts_on_freshness(faults: Faults) -> None:
+    run = faults.run_with("empty-day")
+    assert "WARN partition_not_empty on transactions/2026-01-13.parquet" in run.result.stdout
+
+
+def test_a_duplicated_partition_is_not_double_counted(faults: Faults) -> None:
+    (run,) = faults.runs["duplicate"]
+    assert run.result.returncode == 0, run.output[-3000:]
+    (resent,) = run.query("select count(*) from raw.transactions where filename = '2026-01-08.parquet' "
+                          "and cast(txn_ts as date) = date '2026-01-07'")
+    assert resent[0] > 1000, "day 7 was not re-sent with day 8"
+    # Once deduplicated it is exactly the clean baseline's data, and the same model, byte for byte.
+    staged = f"select count(*), sum(hash(s)) from {STG} s"
+    assert run.query(staged) == faults.baseline.query(staged)
+    assert _model_sha(run) == _model_sha(faults.baseline)
+
+
+def _model_sha(run: Run) -> str:
+    bundle = run.root / "artifacts" / "registry" / "bundles" / json.loads(run.champion)["bundle_id"]
+    return hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
+
+
+def test_a_late_partition_halts_until_it_arrives_then_every_row_counts_once(faults: Faults) -> None:
+    first, second = faults.runs["data"]
+    assert "WARN partition_sequence" in first.result.stdout and "no landing partition for 2026-01-09" in first.result.stdout
+    assert f"row_count_vs_trailing on {STG}: row_count on 2026-01-09 is 0, expected 50" in first.result.stderr
+    _assert_nothing_changed(first, faults.baseline)
+    # Day 9 arrives late, the four bad days come again corrected: never published, so they are replaced.
+    assert second.result.returncode == 0, second.output[-3000:]
+    for day in SCENARIOS["data"].values():
+        assert f"replacing unpublished partition {day}.parquet" in second.result.stdout
+    assert second.query("select count(*), count(distinct file_name), count(published_at) from raw.ingestion_log") == \
+        [(DAYS, DAYS, DAYS)]
+    landed = ", ".join(f"'{p}'" for p in _files(faults.clean))
+    with duckdb.connect() as con:
+        ((rows, distinct),) = con.execute(f"select count(*), count(distinct txn_id) from read_parquet([{landed}])").fetchall()
+    assert second.query("select count(*) from raw.transactions") == [(rows,)]
+    assert second.query(f"select count(*), count(distinct transaction_id) from {STG}") == [(distinct, distinct)]
+    assert second.champion != faults.baseline.champion
+
+
+def test_new_days_are_compared_with_the_baseline_the_deployed_model_learned_from(faults: Faults) -> None:
+    first, second = faults.runs["data"]
+    ((learned_from,),) = faults.baseline.query("select baseline_id from validation.publications")
+    assert "checks compare with the training window of the deployed model" in first.result.stdout
+    assert first.query("select actual from validation.check_results where check_name = 'baseline_available' "
+                       "and run_id = {run}") == [(learned_from[:12],)]
+    # The passing run trained on a longer window: a new version, stored beside the one it was checked against.
+    ((latest,),) = second.query("select baseline_id from validation.publications where run_id = {run}")
+    stored = {b for (b,) in second.query("select distinct baseline_id from validation.baseline_transaction_profile")}
+    assert latest != learned_from and {latest, learned_from} <= stored
+    ((expected,),) = second.query("select expected_value from validation.check_results "
+                                  "where check_name = 'mean_vs_baseline' and run_id = {run}")
+    assert second.query("select value from validation.baseline_transaction_profile where column_name = 'amount' "
+                        f"and metric = 'mean' and baseline_id = '{learned_from}'") == [(pytest.approx(expected),)]
