@@ -96,7 +96,8 @@ def derive_bundle(registry: Path, source: str | None = None, **changes: object) 
     bundle = load_bundle(bundles_dir(registry) / source if source else resolve_bundle_path(registry))
     fields = {k: v for k, v in bundle.manifest.__dict__.items() if k not in ("bundle_id", "frozen_tables")}
     bundle_id, _ = write_bundle(bundles_dir(registry), model_bytes=bundle.model_bytes, serving_sql=bundle.serving_sql,
-                                tables=bundle.tables, manifest=bundle_manifest_fields(**{**fields, **changes}))
+                                tables=bundle.tables, manifest=bundle_manifest_fields(**{**fields, **changes}),
+                                fused_bytes=bundle.fused_bytes)
     return bundle_id
 
 

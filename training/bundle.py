@@ -30,6 +30,8 @@ def write_bundle(bundles_dir: Path, *, model_bytes: bytes, serving_sql: str, tab
     contents twice yields the same id and leaves the existing bundle untouched; so does finding
     it already in one of the ``existing`` folders (e.g. published bundles), whose path is returned.
     """
+    if (fused_bytes is None) != (manifest.fused is None):
+        raise ValueError("write_bundle: manifest.fused and fused_bytes go together; pass both or neither")
     files = {MODEL_FILE: model_bytes, SQL_FILE: serving_sql.encode()}
     if fused_bytes is not None:
         files[FUSED_FILE] = fused_bytes

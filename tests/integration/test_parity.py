@@ -45,7 +45,7 @@ def _rewrite(bundle, run: PipelineRun, **changes) -> object:
     tables = changes.pop("tables", bundle.tables)
     _, path = write_bundle(run.root / "skewed", model_bytes=bundle.model_bytes,
                            serving_sql=changes.pop("serving_sql", bundle.serving_sql), tables=tables,
-                           manifest=bundle.manifest)
+                           manifest=bundle.manifest, fused_bytes=bundle.fused_bytes)
     return load_bundle(path)
 
 
