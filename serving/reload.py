@@ -41,9 +41,9 @@ def warm_up(predictor: Predictor) -> None:
         raise BundleError(f"{predictor.bundle.path}: warm-up prediction failed: {exc}") from exc
 
 
-def load_warm(path: Path, expected_schema: tuple[InputField, ...] | None = None) -> Predictor:
+def load_warm(path: Path, expected_schema: tuple[InputField, ...] | None = None, feature_path: str = "auto") -> Predictor:
     """Load a bundle, check its input schema against ``expected_schema``, and warm it up."""
-    predictor = Predictor(load_bundle(path))
+    predictor = Predictor(load_bundle(path), path=feature_path)
     try:
         schema = predictor.manifest.input_schema
         if expected_schema is not None and schema != expected_schema:
@@ -105,8 +105,10 @@ class ModelHolder:
 class ChampionWatcher:
     """Polls ``<registry>/champion.json`` and swaps in each new champion that loads and warms up."""
 
-    def __init__(self, registry: Path, holder: ModelHolder, metrics: ServerMetrics, interval_s: float) -> None:
+    def __init__(self, registry: Path, holder: ModelHolder, metrics: ServerMetrics, interval_s: float,
+                 feature_path: str = "auto") -> None:
         self._registry = registry
+        self._feature_path = feature_path
         self._holder = holder
         self._metrics = metrics
         self._interval_s = interval_s
@@ -126,7 +128,7 @@ class ChampionWatcher:
         if not bundle_id or bundle_id == current.model_id or bundle_id in self._refused:
             return None
         try:
-            fresh = load_warm(bundles_dir(self._registry) / bundle_id, current.manifest.input_schema)
+            fresh = load_warm(bundles_dir(self._registry) / bundle_id, current.manifest.input_schema, self._feature_path)
         except Exception as exc:  # a candidate is untrusted input: whatever breaks, the old model keeps serving
             self._refused.add(bundle_id)
             self._metrics.reload("refused", bundle_id)

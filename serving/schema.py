@@ -85,6 +85,8 @@ def _check_value(value: Any, field: InputField) -> tuple[Any, str | None]:
             value.encode("utf-8")
         except UnicodeEncodeError:
             return None, f"expected valid Unicode text, got a string with a lone surrogate: {_shown(value)}"
+        if "\0" in value:  # the fused model's NULL marker; never part of real text
+            return None, f"expected text without NUL characters, got {_shown(value)}"
         return value, None
     if kind == "double" and isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
@@ -119,6 +121,8 @@ def _fast_column(values: list[Any], field: InputField) -> pa.Array | None:
         return None  # the value-by-value check names the culprit
     if field.type == "double" and pc.any(pc.invert(pc.is_finite(array))).as_py():
         return None
+    if field.type == "string" and pc.any(pc.match_substring(array, "\0")).as_py():
+        return None  # NUL is refused value by value, with its record and field
     return array
 
 

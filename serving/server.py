@@ -58,6 +58,8 @@ class ServerSettings:
     """Worker threads that run the feature SQL and the model (one per core is right)."""
     max_batch_records: int = 1024
     """Queued requests are merged into one scoring batch up to this many records."""
+    feature_path: str = "auto"
+    """``auto`` (the fused model when its parity gate passed, else the SQL path), ``sql`` or ``fused``."""
 
 
 class _BodyTooLarge(Exception):
@@ -192,7 +194,7 @@ def _request_id(request: Request) -> str:
 def create_app(settings: ServerSettings) -> FastAPI:
     """Build the app. The model is loaded and warmed up here; threads start with the server."""
     source = Path(settings.model_source)
-    first = load_warm(resolve_bundle_path(source))
+    first = load_warm(resolve_bundle_path(source), feature_path=settings.feature_path)
     holder = ModelHolder(first)
     metrics = ServerMetrics()
     metrics.model_loaded(first.model_id)
@@ -205,7 +207,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         prediction_log = PredictionLog(settings.prediction_log)
         scorer = BatchingScorer(holder, prediction_log, metrics, threads=settings.scoring_threads,
                                 max_batch_records=settings.max_batch_records)
-        watcher = ChampionWatcher(source, holder, metrics, settings.reload_interval_s)
+        watcher = ChampionWatcher(source, holder, metrics, settings.reload_interval_s, settings.feature_path)
         scorer.start()
         if is_registry and settings.reload_interval_s > 0:
             watcher.start()
@@ -233,9 +235,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/metadata", summary="The served model: id, features, input schema, metrics and gate results")
     def metadata() -> JSONResponse:
-        m = holder.current.manifest
+        current = holder.current
+        m = current.manifest
         return AsciiJSONResponse({
             "model_id": m.bundle_id, "task": m.task, "features": list(m.feature_names),
+            "feature_path": current.feature_path, "snapshot_age_seconds": current.snapshot_age_seconds(),
             "input_schema": [f.__dict__ for f in m.input_schema], "threshold": m.threshold,
             "metrics": m.metrics, "gates": m.gates, "lineage": m.lineage,
         })
@@ -298,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between checks of the champion pointer; 0 disables hot reload (default: 2)")
     parser.add_argument("--scoring-threads", type=int, default=ServerSettings.scoring_threads,
                         help=f"threads running the feature SQL and the model (default: {ServerSettings.scoring_threads})")
+    parser.add_argument("--path", choices=("auto", "sql", "fused"), default="auto",
+                        help="how features are computed: the fused ONNX model when verified (auto), or always sql/fused")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -308,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         prediction_log=PredictionLogOptions(directory=args.prediction_logs, fsync_interval_s=args.fsync_interval),
         reload_interval_s=args.reload_interval,
         scoring_threads=args.scoring_threads,
+        feature_path=args.path,
     )
     try:
         app = create_app(settings)

@@ -159,6 +159,9 @@ class _Compiler:
         self.cte_scopes: dict[str, _Scope] = {}
         self._raw: dict[str, Value] = {}
         self._ref: str | None = None  # a raw input tensor, for shaping constants to [N]
+        self._equals: dict[tuple[Any, ...], str] = {}
+        self._shape: str | None = None
+        self._false: str | None = None
 
     # ---- raw inputs
 
@@ -302,14 +305,16 @@ class _Compiler:
     # ---- helpers over values
 
     def false(self) -> str:
-        return self.shape_like(self.g.const([False], np.bool_), np.bool_)
+        if self._false is None:
+            self._false = self.shape_like(self.g.const([False], np.bool_), np.bool_)
+        return self._false
 
     def shape_like(self, tensor: str, dtype: Any) -> str:
         """Broadcast a [1] tensor to [N] (N = rows in the request)."""
-        ref = self._ref or next(iter(self.fields))
-        self.raw(ref)
-        shape = self.g.op("Shape", [self._ref], "n")
-        return self.g.op("Expand", [tensor, shape], "expand")
+        if self._shape is None:
+            self.raw(self._ref or next(iter(self.fields)))
+            self._shape = self.g.op("Shape", [self._ref], "n")
+        return self.g.op("Expand", [tensor, self._shape], "expand")
 
     def null_mask(self, v: Value) -> str | None:
         if isinstance(v, Const):
@@ -350,7 +355,17 @@ class _Compiler:
         raise FusedCompileError(f"{where}: expected a boolean, got {v}")
 
     def string_equals(self, s: Str, constant: str, as_null_check: bool = False) -> str:
-        """bool [N]: cleaned(s) == constant (ignoring NULL; callers combine the null mask)."""
+        """bool [N]: cleaned(s) == constant (ignoring NULL; callers combine the null mask).
+
+        Memoised: vocabulary lookups and list membership often test the same field against the
+        same values, and each test is a node every request pays for.
+        """
+        key = (s.raw, s.trim, s.case, constant)
+        if key not in self._equals:
+            self._equals[key] = self._string_equals(s, constant)
+        return self._equals[key]
+
+    def _string_equals(self, s: Str, constant: str) -> str:
         if not s.cleaned:
             return self.g.op("Equal", [s.raw, self.g.const(constant, object)], "streq")
         target = constant

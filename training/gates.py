@@ -75,7 +75,7 @@ def slice_gates(holdout: pa.Table, task: str, slices: Iterable[Any], classes: np
         for sl in slices:
             if sl.by is not None:
                 values = [r[0] for r in con.execute(f'select distinct "{sl.by}" from holdout order by 1').fetchall()]
-                parts = [(f"{sl.name} = {v}", f'"{sl.by}" is not distinct from ?', [v]) for v in values]
+                parts = [(f"{sl.name} = {_shown(v)}", f'"{sl.by}" is not distinct from ?', [v]) for v in values]
             else:
                 parts = [(sl.name, sl.where, [])]
             for name, predicate, params in parts:
@@ -106,6 +106,11 @@ def slice_gates(holdout: pa.Table, task: str, slices: Iterable[Any], classes: np
     return results
 
 
+def _shown(value: Any) -> Any:
+    """Slice values as people write them: 3, not 3.0 (features reach the holdout as float32)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def size_gate(model_bytes: int, budget: int) -> GateResult:
     return GateResult("model size (bytes)", float(model_bytes), float(budget), "<=", model_bytes <= budget)
 
@@ -121,7 +126,8 @@ def latency_gate(predictor: Predictor, records: list[dict[str, Any]], budget_ms:
         timings.append((time.perf_counter() - started) * 1000)
     p99 = float(np.percentile(timings, 99))
     return GateResult("latency p99 single record (ms)", p99, budget_ms, "<=", p99 <= budget_ms,
-                      f"{len(timings)} predictions, p50 {np.percentile(timings, 50):.3f} ms")
+                      f"{len(timings)} predictions on the {predictor.feature_path} path, "
+                      f"p50 {np.percentile(timings, 50):.3f} ms")
 
 
 def regression_gate(task: str, y: np.ndarray, candidate: np.ndarray, champion: np.ndarray | None,

@@ -115,3 +115,7 @@ def test_any_json_becomes_a_table_or_a_validation_error(batch: list) -> None:
         str(exc).encode("ascii")  # messages are safe to put in any response
         return
     assert table.num_rows == len(batch) and table.schema.names[:-1] == [f.name for f in FIELDS]
+
+
+def test_nul_characters_are_refused_they_mark_null_in_the_fused_model() -> None:
+    assert problems([{**GOOD, "id": "a\0b"}]) == [(0, "id")]
