@@ -17,10 +17,6 @@ class UnservableFeatureError(ValueError):
     """A feature's SQL cannot run at serving (other rows, clock, randomness, unfrozen tables)."""
 
 
-class ParityError(AssertionError):
-    """Serving features or scores differ from the warehouse's; the model must not be deployed."""
-
-
 class FusedCompileError(ValueError):
     """The serving SQL uses an expression outside the fused compiler's subset; keep the SQL path."""
 

@@ -100,8 +100,3 @@ def predict_output(model: BaseEstimator, X: np.ndarray) -> np.ndarray:
     """Class probabilities (classification, n x classes) or predictions (regression, n)."""
     X64 = X.astype(np.float64)
     return model.predict_proba(X64) if hasattr(model, "predict_proba") else model.predict(X64)
-
-
-def predict_scores(model: BaseEstimator, X: np.ndarray) -> np.ndarray:
-    """Positive-class probability of a binary classifier."""
-    return predict_output(model, X)[:, 1]
