@@ -73,9 +73,16 @@ class ServerMetrics:
             if outcome == "refused":
                 self._last_refused = bundle_id
 
-    def render(self) -> str:
+    def render(self, snapshot_ages: dict[str, float] | None = None) -> str:
+        """The exposition text; ``snapshot_ages`` (entity snapshot -> seconds) is read at scrape time."""
         with self._lock:
-            return "\n".join(self._lines()) + "\n"
+            lines = self._lines()
+        if snapshot_ages:
+            lines += ["# HELP serving_entity_snapshot_age_seconds Age of each frozen entity snapshot: how stale the "
+                      "entity features served now are.",
+                      "# TYPE serving_entity_snapshot_age_seconds gauge"]
+            lines += [f"serving_entity_snapshot_age_seconds{_labels(table=t)} {age!r}" for t, age in sorted(snapshot_ages.items())]
+        return "\n".join(lines) + "\n"
 
     def _lines(self) -> list[str]:
         out = [

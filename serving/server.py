@@ -246,7 +246,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics (text format 0.0.4)")
     def metrics_() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return Response(metrics.render(holder.current.snapshot_age_seconds()), media_type=CONTENT_TYPE)
 
     @app.post("/predict", summary="Score one raw record or a batch", openapi_extra=_openapi_predict(schema, settings.max_records))
     async def predict(request: Request) -> JSONResponse:

@@ -45,7 +45,7 @@ def test_many_requests_with_flat_memory(champion_server: ServerProcess, raw_reco
     try:
         result = run_load(champion_server.port, raw_records, clients=32,
                           max_requests=environment_int("SERVING_SOAK_REQUESTS", 200_000),
-                          max_seconds=environment_int("SERVING_SOAK_SECONDS", 60))
+                          max_seconds=environment_int("SERVING_SOAK_SECONDS", 45))
     finally:
         stop.set()
         sampler.join()

@@ -107,7 +107,7 @@ INJECTIONS = [
     "?",
     "{{ config(materialized='table') }}",
     "electronics'--",
-    "\\x00\x00null-byte",
+    "\\x00null-byte",  # the text of an escape; a real NUL is refused, see below
     "\u202e\ufeffunicode",
 ]
 
@@ -122,3 +122,6 @@ def test_sql_injection_payloads_are_data(predictor: Predictor, raw_records: list
     np.testing.assert_array_equal(payloads.scores, np.repeat(benign.scores, len(INJECTIONS)))
     vocab = predictor._engine.cursor().execute("select count(*) from fitted_category_vocab").fetchone()[0]
     assert vocab == predictor.bundle.tables["fitted_category_vocab"].num_rows
+    # A real NUL never reaches SQL or the fused model (where it marks NULL): refused, and named.
+    with pytest.raises(InputValidationError, match=f"record 0, field '{field}': expected text without NUL"):
+        predictor.predict([{**base, field: "a\x00b"}])
