@@ -56,36 +56,24 @@ windowed as (
         history as (partition by user_id order by event_at range between unbounded preceding and current row exclude group)
 ),
 
-first_seen_countries as (
-    select user_id, country as category, min(event_at) as first_seen_at
+{#- For each list: the values of the user's transactions strictly before each timeline row. #}
+{%- for column, list_name in [('country', 'known_countries'), ('device', 'known_devices')] %}
+first_seen_{{ column }} as (
+    select user_id, {{ column }} as category, min(event_at) as first_seen_at
     from transactions
-    where country is not null
+    where {{ column }} is not null
     group by all
 ),
 
-first_seen_devices as (
-    select user_id, device as category, min(event_at) as first_seen_at
-    from transactions
-    where device is not null
-    group by all
-),
-
-known_countries as (
-    select timeline.state_key, list(first_seen.category order by first_seen.category) as known_countries
+{{ list_name }} as (
+    select timeline.state_key, list(first_seen.category order by first_seen.category) as {{ list_name }}
     from timeline
-    inner join first_seen_countries as first_seen
+    inner join first_seen_{{ column }} as first_seen
         on first_seen.user_id = timeline.user_id and first_seen.first_seen_at < timeline.event_at
     group by timeline.state_key
 ),
 
-known_devices as (
-    select timeline.state_key, list(first_seen.category order by first_seen.category) as known_devices
-    from timeline
-    inner join first_seen_devices as first_seen
-        on first_seen.user_id = timeline.user_id and first_seen.first_seen_at < timeline.event_at
-    group by timeline.state_key
-),
-
+{% endfor %}
 final as (
     select
         windowed.state_key,

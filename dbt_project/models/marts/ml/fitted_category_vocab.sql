@@ -1,12 +1,7 @@
 with
 
-transactions as (
-    select * from {{ ref('stg_bank__transactions') }}
-),
-
 training_window as (
-    select * from transactions
-    where event_at < {{ split_boundary('train_end') }}
+    select * from {{ ref('int_transactions__training_window') }}
 ),
 
 counts as (

@@ -1,14 +1,7 @@
 with
 
-transactions as (
-    select * from {{ ref('stg_bank__transactions') }}
-),
-
--- Fitted state sees the training window only, never validation, test or live data.
--- Float aggregates are ordered so parallel execution cannot change their last bits.
 training_window as (
-    select * from transactions
-    where event_at < {{ split_boundary('train_end') }}
+    select * from {{ ref('int_transactions__training_window') }}
 ),
 
 final as (

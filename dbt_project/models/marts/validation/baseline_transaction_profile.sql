@@ -9,14 +9,8 @@
 
 with
 
-transactions as (
-    select * from {{ ref('stg_bank__transactions') }}
-),
-
--- The data a model trained in this run learns from: the training window only.
 training_window as (
-    select * from transactions
-    where event_at < {{ split_boundary('train_end') }}
+    select * from {{ ref('int_transactions__training_window') }}
 ),
 
 -- Content-addressed: the same training rows give the same id in every run, so a version is
