@@ -14,7 +14,7 @@ import duckdb
 
 from orchestration import demo_data, promotion
 from orchestration.checks import record_alert
-from orchestration.config import load_config
+from orchestration.config import PipelineConfig, load_config
 from orchestration.errors import ConfigError, StageError
 from orchestration.context import RunContext
 from orchestration.release import run_record
@@ -53,13 +53,8 @@ def _summary(ctx: RunContext, done: list, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     started = time.perf_counter()
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"orchestrate: bad config: {exc}", file=sys.stderr)
-        return 2
     ctx = RunContext(cfg=cfg, run_id=uuid.uuid4().hex[:12], echo=_echo)
     _echo(f"run {ctx.run_id}: warehouse {cfg.warehouse}, landing {cfg.landing}, registry {cfg.registry}")
     try:
@@ -89,12 +84,7 @@ def _track(ctx: RunContext, error: str | None) -> None:
         tracking.record_run(ctx.cfg.warehouse, record)
 
 
-def _cmd_runs(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"orchestrate runs: bad config: {exc}", file=sys.stderr)
-        return 2
+def _cmd_runs(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     if not cfg.warehouse.exists():
         print(f"orchestrate runs: no warehouse at {cfg.warehouse}; run `python orchestrate.py` first", file=sys.stderr)
         return 1
@@ -123,12 +113,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_registry(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"orchestrate {args.command}: bad config: {exc}", file=sys.stderr)
-        return 2
+def _cmd_registry(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     try:
         if args.command == "promote":
             record = promotion.manual_promote(cfg, args.bundle_id, args.reason)
@@ -218,8 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo-data":
         return _cmd_demo_data(args)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"orchestrate{' ' + args.command if args.command else ''}: bad config: {exc}", file=sys.stderr)
+        return 2
     if args.command == "runs":
-        return _cmd_runs(args)
+        return _cmd_runs(args, cfg)
     if args.command in ("promote", "rollback"):
-        return _cmd_registry(args)
-    return _cmd_run(args)
+        return _cmd_registry(args, cfg)
+    return _cmd_run(args, cfg)

@@ -7,6 +7,7 @@ is, with its gate report, for inspection.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import subprocess
@@ -23,7 +24,7 @@ from orchestration.dbt import compile_inline
 from orchestration.errors import StageError
 from orchestration.ingest import partition_files
 from serving import registry
-from serving.bundle import FUSED_FILE, FUSED_GATE, load_bundle, write_gate_report
+from serving.bundle import FUSED_FILE, FUSED_GATE, Bundle, load_bundle, write_gate_report
 from serving.predictor import Predictor
 from training import dbt_manifest
 from training.bundle import bundle_manifest_fields, write_bundle
@@ -34,7 +35,8 @@ from training.fused import compile_fused
 from training.gates import (GateResult, edge_case_rows, latency_gate, metric_gates, regression_gate, report_table,
                             size_gate, slice_gates)
 from training.model import predict_output
-from training.parity import ParityReport, check_fused_parity, check_parity, held_out_raw_rows, serve_point_in_time
+from training.parity import (ParityReport, PointInTimeServing, check_fused_parity, check_parity, held_out_raw_rows,
+                             serve_point_in_time)
 from training.run import TrainedModel
 from training.serving_sql import check_serving_sql
 from training.tracking import RunRecord, record_gates
@@ -169,9 +171,8 @@ def _parity_gate(report: ParityReport) -> GateResult:
                       report.passed, report.describe())
 
 
-def _fused_gate(ctx: RunContext, raw: pa.Table) -> GateResult:
+def _fused_gate(ctx: RunContext, bundle: Bundle, raw: pa.Table) -> GateResult:
     """Not blocking: a fused model that fails is switched off and the SQL path serves."""
-    bundle = load_bundle(ctx.state["bundle_path"])
     if bundle.fused_bytes is None:
         return GateResult(f"{FUSED_GATE} (mismatched rows)", None, 0.0, "<=", False,
                           f"not compiled: {bundle.manifest.fused_refused}", blocking=False)
@@ -205,12 +206,10 @@ def _scored_holdout(ctx: RunContext) -> pa.Table:
     return pa.table(columns)
 
 
-def _champion_comparison(ctx: RunContext, raw: pa.Table) -> GateResult:
+def _champion_comparison(ctx: RunContext, candidate: Bundle, cand: PointInTimeServing, raw: pa.Table) -> GateResult:
     """Candidate and champion, each through its own serving path, on the same held-out raw rows."""
     spec, snapshots, trained = ctx.state["spec"], ctx.state["snapshots"], ctx.state["trained"]
     champion = registry.read_champion(ctx.cfg.registry)
-    candidate = load_bundle(ctx.state["bundle_path"])
-    cand = serve_point_in_time(candidate, raw, ctx.cfg.warehouse, spec.key, snapshots)
     y = _labels(ctx, cand.keys)
     cand_scores = _scores(candidate, cand.matrix)
     champ_scores, error = None, None
@@ -254,25 +253,29 @@ def gates(ctx: RunContext) -> dict[str, Any]:
     cfg, trained, spec = ctx.cfg, ctx.state["trained"], ctx.state["spec"]
     bundle_id, path = ctx.state["bundle_id"], ctx.state["bundle_path"]
     raw = _holdout_rows(ctx)
+    candidate = load_bundle(path)
     ctx.echo(f"parity check: replaying {raw.num_rows:,} held-out raw rows through the serving path")
-    parity = check_parity(load_bundle(path), raw, cfg.warehouse, spec, ctx.state["snapshots"],
-                          feature_rtol=cfg.parity.feature_rtol, score_atol=cfg.parity.score_atol)
+    # One point-in-time pass of the candidate serves both the parity gate and the champion comparison.
+    served = serve_point_in_time(candidate, raw, cfg.warehouse, spec.key, ctx.state["snapshots"])
+    parity = check_parity(candidate, raw, cfg.warehouse, spec, ctx.state["snapshots"],
+                          feature_rtol=cfg.parity.feature_rtol, score_atol=cfg.parity.score_atol, served=served)
     ctx.echo(parity.describe())
-    results = [_parity_gate(parity), _fused_gate(ctx, raw), _export_gate(trained)]
+    fused = _fused_gate(ctx, candidate, raw)
+    results = [_parity_gate(parity), fused, _export_gate(trained)]
     results += metric_gates(trained.metrics["validation"], cfg.gates.metrics)
     results += slice_gates(_scored_holdout(ctx), cfg.task, cfg.gates.slices, ctx.state["data"].classes,
                            trained.threshold, spec.label)
     results.append(size_gate(len(trained.onnx), cfg.gates.max_model_bytes))
-    # Latency is measured on the path that will serve: the fused model once its gate is on
-    # record (the report is rewritten in full below), else the SQL path.
-    write_gate_report(path, [r.to_json() for r in results])
-    predictor = Predictor(load_bundle(path))
+    # Latency is measured on the path that will serve: the fused model when its gate passed.
+    with_fused_verdict = dataclasses.replace(candidate, manifest=dataclasses.replace(
+        candidate.manifest, gates=[fused.to_json()]))
+    predictor = Predictor(with_fused_verdict)
     try:
         records = raw.slice(0, cfg.gates.latency_samples).to_pylist()
         results.append(latency_gate(predictor, records, cfg.gates.max_p99_latency_ms))
     finally:
         predictor.close()
-    results.append(_champion_comparison(ctx, raw))
+    results.append(_champion_comparison(ctx, candidate, served, raw))
 
     write_gate_report(path, [r.to_json() for r in results])
     record_gates(cfg.warehouse, ctx.run_id, bundle_id, [r.to_json() for r in results])

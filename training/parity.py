@@ -138,9 +138,12 @@ def serve_point_in_time(bundle: Bundle, raw: pa.Table, warehouse: Path, key: str
 
 def check_parity(bundle: Bundle, raw: pa.Table, warehouse: Path, spec: FeatureSpec,
                  snapshots: tuple[EntitySnapshot, ...], *, feature_rtol: float = FEATURE_RTOL,
-                 score_atol: float = SCORE_ATOL) -> ParityReport:
-    """Replay ``raw`` rows (raw input fields, as landed) through the serving path and compare."""
-    pit = serve_point_in_time(bundle, raw, warehouse, spec.key, snapshots)
+                 score_atol: float = SCORE_ATOL, served: PointInTimeServing | None = None) -> ParityReport:
+    """Replay ``raw`` rows (raw input fields, as landed) through the serving path and compare.
+
+    ``served``: the result of ``serve_point_in_time`` for these rows, when the caller has it already.
+    """
+    pit = served or serve_point_in_time(bundle, raw, warehouse, spec.key, snapshots)
     keys, served, served_matrix = pit.keys, pit.features, pit.matrix
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
