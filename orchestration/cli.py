@@ -12,13 +12,14 @@ from pathlib import Path
 
 import duckdb
 
-from orchestration import demo_data, promotion
-from orchestration.checks import record_alert
+from orchestration import demo_data, promotion, records
 from orchestration.config import PipelineConfig, load_config
-from orchestration.errors import ConfigError, StageError
 from orchestration.context import RunContext
-from orchestration.release import run_record
-from orchestration.stages import STAGES, run_stages
+from orchestration.engine import Decision, Engine, Selection, landing_digest, with_retries
+from orchestration.errors import ConfigError, StageError
+from orchestration.notify import Alert, notify
+from orchestration.stages import STAGES
+from serving import registry
 from serving.errors import RegistryError
 from training import tracking
 
@@ -27,58 +28,146 @@ def _echo(message: str) -> None:
     print(message, flush=True)
 
 
-def _summary(ctx: RunContext, done: list, seconds: float) -> str:
-    by_stage = {name: summary for name, _, summary in done}
-    m = ctx.state.get("metrics", {})
-    lines = [
-        "",
-        "pipeline finished",
-        f"  landed rows     {by_stage.get('ingest', {}).get('landed_rows', 0):,} in "
-        f"{by_stage.get('ingest', {}).get('partitions', 0)} partitions",
-        f"  feature rows    {by_stage.get('publish', {}).get('feature_rows', 0):,}",
-    ]
-    if "validate" in by_stage:
+def _summary(ctx: RunContext, done: list[tuple[Decision, float, dict]], seconds: float) -> str:
+    by_stage = {d.stage: summary for d, _, summary in done}
+    lines = ["", "pipeline finished", f"  {'stage':<11} {'status':<8} {'seconds':>8}  detail"]
+    for decision, secs, summary in done:
+        status = "ran" if decision.run else "skipped"
+        detail = decision.reason if not decision.run else ", ".join(
+            f"{k} {v}" for k, v in list(summary.items())[:4] if not isinstance(v, (dict, list)))
+        lines.append(f"  {decision.stage:<11} {status:<8} {secs:>8.1f}  {detail[:100]}")
+    lines.append("")
+    if "ingest" in by_stage and by_stage["ingest"]:
+        ing = by_stage["ingest"]
+        lines.append(f"  landed rows     {ing.get('landed_rows', 0):,} in {ing.get('partitions', 0)} partitions "
+                     f"({ing.get('new_partitions', 0)} new)")
+    if by_stage.get("publish"):
+        lines.append(f"  feature rows    {by_stage['publish'].get('feature_rows', 0):,}")
+    if by_stage.get("validate"):
         v = by_stage["validate"]
         lines.append(f"  checks          {v['checks']} recorded: {v['passed']} passed, {v['warnings']} warnings "
                      "(validation.check_results)")
-    for split in ("validation", "test"):
-        if split in m:
-            shown = {k: v for k, v in m[split].items() if k not in ("rows", "threshold", "positive_rate")}
-            lines.append(f"  {split:<15} " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-    if "bundle_id" in ctx.state:
+    if "evaluate" in ctx.durations:
+        m = ctx.state["metrics"]
+        for split in ("validation", "test"):
+            if split in m:
+                shown = {k: v for k, v in m[split].items() if k not in ("rows", "threshold", "positive_rate")}
+                lines.append(f"  {split:<15} " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    if "deploy" in ctx.durations:
         lines.append(f"  deployed model  {ctx.state['bundle_id']}")
         lines.append(f"  bundle          {ctx.state['bundle_path']}")
-    lines.append(f"  duration        {seconds:.1f}s")
-    lines.append("  stages          " + ", ".join(f"{n} {s:.1f}s" for n, s, _ in done))
+    else:
+        champion = registry.read_champion(ctx.cfg.registry)
+        lines.append(f"  champion        {champion['bundle_id'] if champion else 'none'} (unchanged)")
+    lines.append(f"  duration        {seconds:.1f}s ({sum(d.run for d, _, _ in done)} stage(s) ran, "
+                 f"{sum(not d.run for d, _, _ in done)} skipped; ops.stage_runs)")
     return "\n".join(lines)
 
 
-def _cmd_run(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+def _execute(args: argparse.Namespace, cfg: PipelineConfig, selection: Selection, command: str,
+             backfill: tuple[dt.date, dt.date] | None = None) -> int:
+    """Run the DAG once: records, alerts, summary. Returns the exit code."""
     started = time.perf_counter()
-    ctx = RunContext(cfg=cfg, run_id=uuid.uuid4().hex[:12], echo=_echo)
+    ctx = RunContext(cfg=cfg, run_id=uuid.uuid4().hex[:12], echo=_echo, backfill=backfill)
     _echo(f"run {ctx.run_id}: warehouse {cfg.warehouse}, landing {cfg.landing}, registry {cfg.registry}")
     try:
-        done = run_stages(ctx, STAGES)
+        engine = Engine(ctx, STAGES, selection)
+        with_retries(lambda: records.start_pipeline(cfg.warehouse, ctx.run_id, command), cfg.retries.default,
+                     "records", _echo)
+        done = engine.run()
     except StageError as exc:
         _track(ctx, str(exc))
+        _finish(ctx, "failed", str(exc))
         print(f"orchestrate: FAILED: {exc}", file=sys.stderr)
-        _alert(ctx, exc)
+        notify(Alert(ctx.run_id, "error", exc.stage, str(exc), tuple(exc.checks)), cfg.alerts.notifiers, cfg.warehouse)
         print("orchestrate: nothing was deployed; the current champion (if any) is unchanged", file=sys.stderr)
         return 1
     except Exception as exc:  # an unexpected bug: still one clear line, the traceback on request
         if args.debug:
             traceback.print_exc()
+        _finish(ctx, "failed", f"internal error: {exc!r}")
         print(f"orchestrate: FAILED with an internal error ({type(exc).__name__}): {exc}"
               + ("" if args.debug else " (rerun with --debug for the traceback)"), file=sys.stderr)
         return 1
     _track(ctx, None)
+    _finish(ctx, "succeeded", None)
     _echo(_summary(ctx, done, time.perf_counter() - started))
-    for warning in ctx.state.get("warnings", []):
+    for warning in dict.get(ctx.state, "warnings") or []:
         print(f"orchestrate: WARNING: {warning}", file=sys.stderr)
+    for warning in ctx.warnings:
+        notify(Alert(ctx.run_id, "warn", None, warning), cfg.alerts.notifiers, cfg.warehouse)
     return 0
 
 
+def _finish(ctx: RunContext, status: str, error: str | None) -> None:
+    try:
+        records.finish_pipeline(ctx.cfg.warehouse, ctx.run_id, status, error)
+    except (duckdb.Error, OSError) as err:
+        print(f"orchestrate: run {ctx.run_id} could not be recorded in ops.pipeline_runs: {err}", file=sys.stderr)
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    return Selection(force=args.force, from_stage=args.from_stage, only=args.only)
+
+
+def _cmd_run(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    return _execute(args, cfg, _selection(args), "run")
+
+
+def _cmd_plan(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    ctx = RunContext(cfg=cfg, run_id="plan", echo=_echo)
+    try:
+        decisions = Engine(ctx, STAGES, _selection(args)).plan()
+    except (StageError, duckdb.Error, OSError, LookupError, ValueError) as exc:
+        print(f"orchestrate plan: {exc}", file=sys.stderr)
+        return 1
+    by_name = {s.name: s for s in STAGES}
+    _echo(f"plan for warehouse {cfg.warehouse} (nothing is run)")
+    _echo(f"  {'stage':<11} {'would':<6} {'key':<12}  why")
+    for d in decisions:
+        _echo(f"  {d.stage:<11} {'run' if d.run else 'skip':<6} {(d.key or '?')[:12]:<12}  {d.reason}")
+        stage = by_name[d.stage]
+        reads = ", ".join([*stage.inputs, *(f"<{s}>" for s in stage.sources), *(f"config.{c}" for c in stage.config)])
+        _echo(f"  {'':<11} reads: {reads or '-'}; writes: {', '.join([*stage.outputs, *stage.effects]) or '-'}")
+    return 0
+
+
+def _cmd_backfill(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    if args.end < args.start:
+        print(f"orchestrate backfill: --end {args.end} is before --start {args.start}", file=sys.stderr)
+        return 2
+    _echo(f"backfill {args.start} .. {args.end}: reloading those landing partitions and rebuilding features")
+    forced = ("ingest", "dbt_build", "dbt_test", "freshness", "validate", "publish")
+    return _execute(args, cfg, Selection(stages=forced), f"backfill {args.start} {args.end}", (args.start, args.end))
+
+
+def _cmd_watch(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    """Poll the landing folder; run when its partitions change (and once at start)."""
+    if args.interval <= 0:
+        print(f"orchestrate watch: --interval must be > 0 seconds, got {args.interval}", file=sys.stderr)
+        return 2
+    runs, seen, code = 0, None, 0
+    _echo(f"watching {cfg.landing} every {args.interval:g}s (Ctrl-C to stop)")
+    try:
+        while args.max_runs is None or runs < args.max_runs:
+            current = landing_digest(cfg)
+            if current != seen:
+                _echo(f"watch: landing partitions {'found' if seen is None else 'changed'}: running the pipeline")
+                code = _execute(args, cfg, Selection(), "watch")
+                runs, seen = runs + 1, landing_digest(cfg)
+                if args.max_runs is not None and runs >= args.max_runs:
+                    break
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        _echo("watch: stopped")
+    return code
+
+
 def _track(ctx: RunContext, error: str | None) -> None:
+    if "train" not in ctx.durations:
+        return  # no model trained in this run: nothing to track
+    from orchestration.release import run_record  # noqa: PLC0415 (model-side imports only when needed)
+
     record = run_record(ctx, error)
     if record is not None:
         tracking.record_run(ctx.cfg.warehouse, record)
@@ -127,18 +216,6 @@ def _cmd_registry(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     return 0
 
 
-def _alert(ctx: RunContext, exc: StageError) -> None:
-    """Record the halt in validation.alerts; a warehouse that cannot take it is said, not hidden."""
-    checks = exc.checks or (f"stage {exc.stage}",)
-    try:
-        record_alert(ctx.cfg.warehouse, ctx.run_id, stage=exc.stage, severity="error", checks=checks, message=str(exc))
-    except (duckdb.Error, OSError) as err:
-        print(f"orchestrate: the alert could not be recorded in {ctx.cfg.warehouse}: {err}", file=sys.stderr)
-        return
-    print(f"orchestrate: ALERT run {ctx.run_id}: {len(checks)} failing check(s): {', '.join(checks)} "
-          "(recorded in validation.alerts)", file=sys.stderr)
-
-
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     try:
         start = dt.date(2026, 1, 1)
@@ -159,33 +236,76 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date like 2026-01-31, got {value!r}") from None
+
+
+def _seconds(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    stage_names = [s.name for s in STAGES]
     parser = argparse.ArgumentParser(
         prog="orchestrate.py",
-        description="Run the pipeline: " + " -> ".join(s.name for s in STAGES) + ".",
-        epilog="Stages:\n" + "\n".join(f"  {s.name:<10} {s.description}" for s in STAGES),
+        description="Run the pipeline: " + " -> ".join(stage_names) + ". Stages whose inputs did not change "
+                    "since they last succeeded are skipped; a killed run resumes where it stopped.",
+        epilog="Stages:\n" + "\n".join(f"  {s.name:<10} {s.description}" for s in STAGES)
+               + "\n\nRun `orchestrate.py COMMAND --help` for each command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
 
     def add_run_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
+        add_config(p)
         p.add_argument("--debug", action="store_true", help="print tracebacks of internal errors")
 
+    def add_selection(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--from", dest="from_stage", choices=stage_names, metavar="STAGE",
+                           help="rerun STAGE and every stage after it; earlier stages are taken as they last finished")
+        group.add_argument("--only", choices=stage_names, metavar="STAGE",
+                           help="run just STAGE, with its inputs as earlier stages last left them")
+        group.add_argument("--force", action="store_true", help="rerun every stage, whatever its key")
+
     add_run_args(parser)
-    run = sub.add_parser("run", help="run every stage (the default command)")
+    add_selection(parser)
+    run = sub.add_parser("run", help="run the pipeline, skipping unchanged stages (the default command)")
     add_run_args(run)
+    add_selection(run)
+    plan = sub.add_parser("plan", help="print the DAG: each stage, whether it would run or be skipped, and why")
+    add_config(plan)
+    add_selection(plan)
+    backfill = sub.add_parser("backfill", help="reload the landing partitions of a range of days and rebuild "
+                                              "features and training data from them (idempotent)")
+    add_run_args(backfill)
+    backfill.add_argument("--start", type=_day, required=True, metavar="YYYY-MM-DD", help="first day to reload")
+    backfill.add_argument("--end", type=_day, required=True, metavar="YYYY-MM-DD", help="last day to reload")
+    watch = sub.add_parser("watch", help="poll the landing folder and run whenever its partitions change")
+    add_run_args(watch)
+    watch.add_argument("--interval", type=_seconds, default=60.0, metavar="SECONDS",
+                       help="seconds between polls (default: 60)")
+    watch.add_argument("--max-runs", type=int, default=None, metavar="N", help="stop after N runs (default: never)")
     runs = sub.add_parser("runs", help="list training runs, or compare two side by side")
-    runs.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
+    add_config(runs)
     runs.add_argument("--limit", type=int, default=20, help="how many recent runs to list (default: 20)")
     runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two runs (id prefixes work)")
     prom = sub.add_parser("promote", help="make a bundle (or a kept candidate) the champion: a recorded manual override")
     prom.add_argument("bundle_id", help="bundle id or a unique prefix of it")
     prom.add_argument("--reason", required=True, help="why; recorded in the promotion history")
-    prom.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
+    add_config(prom)
     back = sub.add_parser("rollback", help="restore the previous champion (recorded)")
     back.add_argument("--reason", default="manual rollback", help="why; recorded in the promotion history")
-    back.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
+    add_config(back)
     demo = sub.add_parser("demo-data", help="write seeded demo partitions to a landing folder")
     demo.add_argument("--landing", type=Path, default=Path("data/landing"), help="landing folder (default: data/landing)")
     demo.add_argument("--rows", type=int, default=1_000_000, help="number of transactions (default: 1000000)")
@@ -199,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS = {"runs": _cmd_runs, "promote": _cmd_registry, "rollback": _cmd_registry, "plan": _cmd_plan,
+            "backfill": _cmd_backfill, "watch": _cmd_watch, "run": _cmd_run, None: _cmd_run}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo-data":
@@ -208,8 +332,4 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"orchestrate{' ' + args.command if args.command else ''}: bad config: {exc}", file=sys.stderr)
         return 2
-    if args.command == "runs":
-        return _cmd_runs(args, cfg)
-    if args.command in ("promote", "rollback"):
-        return _cmd_registry(args, cfg)
-    return _cmd_run(args, cfg)
+    return COMMANDS[args.command](args, cfg)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from orchestration.errors import ConfigError
+from orchestration.notify import NOTIFIERS
 
 TASKS = ("binary", "multiclass", "regression")
 
@@ -166,6 +167,36 @@ class Gates:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """How a stage retries a transient error (a DuckDB file lock held by another process)."""
+
+    attempts: int = 4
+    """Tries in all, the first included; 1 means no retry."""
+    backoff_seconds: float = 2.0
+    """Wait before the second try; each later wait doubles."""
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Retry policy: a default and per-stage overrides. Errors that are not transient never retry."""
+
+    default: Retry = Retry()
+    stages: dict[str, Any] = field(default_factory=dict)
+    """Stage name -> {attempts, backoff_seconds}, e.g. ``{train: {attempts: 1}}``."""
+
+    def for_stage(self, name: str) -> Retry:
+        return _build(Retry, {**dataclasses.asdict(self.default), **self.stages.get(name, {})}, f"retries.stages.{name}")
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Where alerts go (see ``orchestration/notify.py``)."""
+
+    notifiers: tuple[str, ...] = ("stderr", "table", "webhook", "command")
+    """Any of stderr, table, webhook ($PIPELINE_ALERT_WEBHOOK), command ($PIPELINE_ALERT_COMMAND)."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The whole pipeline config."""
 
@@ -181,6 +212,8 @@ class PipelineConfig:
     training: Training = Training()
     gates: Gates = Gates()
     validation: Validation = Validation()
+    retries: Retries = Retries()
+    alerts: Alerts = Alerts()
     task: str = "binary"
     """binary, multiclass or regression."""
     label: str | None = None
@@ -310,6 +343,15 @@ def _validate(cfg: PipelineConfig) -> None:
             raise ConfigError(
                 f"validation.freshness_as_of: expected one of {FRESHNESS_CLOCKS} or an ISO timestamp, got {as_of!r}"
             ) from None
+    for name in cfg.retries.stages:
+        retry = cfg.retries.for_stage(name)
+        if retry.attempts < 1 or retry.backoff_seconds < 0:
+            raise ConfigError(f"retries.stages.{name}: attempts must be >= 1 and backoff_seconds >= 0, got {retry}")
+    if cfg.retries.default.attempts < 1 or cfg.retries.default.backoff_seconds < 0:
+        raise ConfigError(f"retries.default: attempts must be >= 1 and backoff_seconds >= 0, got {cfg.retries.default}")
+    unknown = [n for n in cfg.alerts.notifiers if n not in NOTIFIERS]
+    if unknown:
+        raise ConfigError(f"alerts.notifiers: unknown notifier(s) {unknown}; expected some of {sorted(NOTIFIERS)}")
     if "." not in cfg.dbt.source:
         raise ConfigError(f"dbt.source: expected 'source_name.table', got {cfg.dbt.source!r}")
 

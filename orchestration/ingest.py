@@ -7,6 +7,8 @@ and load it into the raw table exactly once, logging file, rows, checksum and lo
 - The same name with different bytes is reported. If the old version was never published (the
   run that loaded it halted on a failed check, so nothing consumed it), the re-delivery replaces
   it; once published it is an error that names the file and both checksums.
+- ``reload`` (``orchestrate.py backfill --start --end``) reloads every partition in a range of
+  days whatever its state: the deliberate way to take corrected partitions that were published.
 - Every landing check (file name, readability, schema, re-delivery, empty file, missing days)
   is returned as a ``CheckResult``; any error-severity failure halts before anything is loaded.
 
@@ -64,6 +66,8 @@ class IngestResult:
     """File names of unpublished partitions that were re-delivered with new bytes and reloaded."""
     checks: tuple[CheckResult, ...]
     """Landing checks made now (new and changed files, and the partition sequence)."""
+    reloaded: tuple[str, ...] = ()
+    """File names reloaded because they are in the backfill range (changed or not)."""
 
 
 def arrow_kind(t: pa.DataType) -> str:
@@ -236,8 +240,10 @@ def _exists(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
 
 
 def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path, run_id: str,
-           progress: Callable[[str], None] = lambda _: None) -> IngestResult:
-    """Check the landing partitions of ``table`` and load the new ones into ``raw.<table>``."""
+           progress: Callable[[str], None] = lambda _: None,
+           reload: tuple[dt.date, dt.date] | None = None) -> IngestResult:
+    """Check the landing partitions of ``table`` and load the new ones into ``raw.<table>``;
+    with ``reload`` (first day, last day), reload every partition in that range too."""
     paths = partition_files(landing, table)
     if not paths:
         raise LandingError(
@@ -255,11 +261,20 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
         if reload_all:
             progress(f"{relation} is missing: reloading every landing partition")
             logged = {}
-        partitions, new, replaced, checks = [], [], [], []
+        partitions, new, replaced, reloaded, checks = [], [], [], [], []
         for i, path in enumerate(paths, 1):
             if i % 20 == 0 or i == len(paths):
                 progress(f"checked {i}/{len(paths)} landing files")
             known = logged.get(path.name)
+            day = _day(path)
+            if known and reload and day and reload[0] <= day <= reload[1]:
+                partition, file_checks = check_partition(path, expected)
+                checks.extend(file_checks)
+                if partition is not None:
+                    partitions.append(partition)
+                    replaced.append(partition)
+                    reloaded.append(path.name)
+                continue
             sha = _sha256(path) if known else None
             if known and sha == known[0]:
                 partitions.append(Partition(path, _day(path), sha, known[1]))  # type: ignore[arg-type]
@@ -297,7 +312,8 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
         for p in replaced:
             con.execute(f'delete from {relation} where "{FILE_COLUMN}" = ?', [p.path.name])
             con.execute("delete from raw.ingestion_log where file_name = ?", [p.path.name])
-            progress(f"replacing unpublished partition {p.path.name}: sha256 {logged[p.path.name][0][:12]} -> {p.sha256[:12]}")
+            what = "backfill: reloading" if p.path.name in reloaded else "replacing unpublished"
+            progress(f"{what} partition {p.path.name}: sha256 {logged[p.path.name][0][:12]} -> {p.sha256[:12]}")
         select = ", ".join(f'"{c}"' for c in expected)
         for p in loaded:
             con.execute(f'insert into {relation} ({select}, "{FILE_COLUMN}") select {select}, ? from read_parquet(?)',
@@ -308,7 +324,8 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
                 "values (?, ?, ?, ?, ?, ?)", [p.path.name, p.day, p.rows, p.sha256, now, run_id])
         con.execute("commit")
     return IngestResult(tuple(sorted(partitions, key=lambda p: p.day)), tuple(loaded),
-                        tuple(p.path.name for p in replaced), tuple(checks))
+                        tuple(p.path.name for p in replaced if p.path.name not in reloaded), tuple(checks),
+                        tuple(reloaded))
 
 
 def mark_published(con: duckdb.DuckDBPyConnection, published_at: dt.datetime) -> int:

@@ -34,7 +34,6 @@ from training.errors import FusedCompileError
 from training.fused import compile_fused
 from training.gates import (GateResult, edge_case_rows, latency_gate, metric_gates, regression_gate, report_table,
                             size_gate, slice_gates)
-from training.model import predict_output
 from training.parity import (ParityReport, PointInTimeServing, check_fused_parity, check_parity, held_out_raw_rows,
                              serve_point_in_time)
 from training.run import TrainedModel
@@ -55,20 +54,21 @@ def _code_version(root: Path) -> dict[str, Any]:
 
 
 def run_record(ctx: RunContext, error: str | None = None) -> RunRecord | None:
-    """The tracking record of this run, or None when it failed before a model was trained."""
-    trained: TrainedModel | None = ctx.state.get("trained")
-    if trained is None:
+    """The tracking record of this run, or None when it trained no model (failed early, or train
+    was skipped because nothing it reads changed)."""
+    if "train" not in ctx.durations:
         return None
+    trained: TrainedModel = ctx.state["trained"]
     return RunRecord(
         run_id=ctx.run_id,
-        status="succeeded" if error is None else f"failed at {ctx.state.get('current_stage')}",
+        status="succeeded" if error is None else f"failed at {ctx.current_stage}",
         lineage=_lineage(ctx),
         metrics=trained.metrics,
         search=None if trained.search is None else {"metric": trained.search.metric, "trials": trained.search.trials},
-        durations={**ctx.state.get("durations", {}), **{f"train.{k}": v for k, v in trained.durations.items()}},
+        durations={**ctx.durations, **{f"train.{k}": v for k, v in trained.durations.items()}},
         task=ctx.cfg.task,
         onnx_sha256=trained.onnx_sha256,
-        bundle_id=ctx.state.get("bundle_id"),
+        bundle_id=dict.get(ctx.state, "bundle_id"),
         error=error,
     )
 
@@ -122,7 +122,7 @@ def _snapshot_info(tables: dict[str, Any], snapshots: tuple[dbt_manifest.EntityS
 def evaluate(ctx: RunContext) -> dict[str, Any]:
     """Compile the serving SQL, refuse unservable features, and write the candidate bundle."""
     spec, trained = ctx.state["spec"], ctx.state["trained"]
-    serving_sql = compile_inline(ctx.dbt(), "{{ " + ctx.cfg.dbt.serving_macro + "() }}")
+    serving_sql = compile_inline(ctx.dbt(ctx.state["split"], ctx.state["dbt_vars"]), "{{ " + ctx.cfg.dbt.serving_macro + "() }}")
     tables = _frozen_tables(ctx)
     # Refuse features that cannot run row by row before anything is written.
     check_serving_sql(serving_sql, tables)
@@ -189,14 +189,14 @@ def _export_gate(trained: TrainedModel) -> GateResult:
                       f"{p.rows} test rows, {p.label_mismatches} label mismatches")
 
 
-def _scored_holdout(ctx: RunContext) -> pa.Table:
-    """The test split's features, label and the candidate's scores, for slice gates."""
+def _scored_holdout(ctx: RunContext, candidate: Bundle) -> pa.Table:
+    """The test split's features, label and the candidate's ONNX scores, for slice gates."""
     data: Dataset = ctx.state["data"]
-    spec, trained = ctx.state["spec"], ctx.state["trained"]
+    spec = ctx.state["spec"]
     X = data.X[data.test]
     columns = {f: X[:, j] for j, f in enumerate(spec.features)}
     columns[spec.label] = data.y[data.test]
-    output = predict_output(trained.model, X)
+    output = _scores(candidate, X)
     if ctx.cfg.task == "binary":
         columns["score"] = output[:, 1]
     elif ctx.cfg.task == "multiclass":
@@ -263,7 +263,7 @@ def gates(ctx: RunContext) -> dict[str, Any]:
     fused = _fused_gate(ctx, candidate, raw)
     results = [_parity_gate(parity), fused, _export_gate(trained)]
     results += metric_gates(trained.metrics["validation"], cfg.gates.metrics)
-    results += slice_gates(_scored_holdout(ctx), cfg.task, cfg.gates.slices, ctx.state["data"].classes,
+    results += slice_gates(_scored_holdout(ctx, candidate), cfg.task, cfg.gates.slices, ctx.state["data"].classes,
                            trained.threshold, spec.label)
     results.append(size_gate(len(trained.onnx), cfg.gates.max_model_bytes))
     # Latency is measured on the path that will serve: the fused model when its gate passed.

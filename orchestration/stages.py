@@ -8,37 +8,41 @@ error-severity one; only then does ``publish`` copy the audited tables to the sc
 reads (write-audit-publish, see ``orchestration/publish.py``).
 
 Each function takes the run context and returns a small summary dict; values later stages need
-are put on ``ctx.state`` under the names the stage declares as outputs.
+are put on ``ctx.state`` under the names the stage declares as outputs, and it reads only the
+values it declares as inputs (the engine refuses anything else, since its key would miss them).
+How those values are persisted between runs is in ``orchestration/outputs.py``; how keys, skips,
+resumes and retries work is in ``orchestration/engine.py``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import time
 from typing import Any
 
 import duckdb
 import numpy as np
 
-from orchestration import checks, demo_data, publish
+from orchestration import checks, demo_data, publish, records
 from orchestration.config import PipelineConfig
 from orchestration.context import RunContext, Stage
+from orchestration.outputs import MONITORING_TAG
 from orchestration.dbt import run_dbt
 from orchestration.errors import DbtError, PublishError, StageError, ValidationError
 from orchestration.ingest import ingest, partition_files, raw_relation
-from orchestration.release import deploy, evaluate, gates
 from training import dbt_manifest
 from training.data import SplitBoundaries, check_feature_availability, read_features, to_dataset
-from training.run import TrainingOptions, train
+
+
+def _landing_has_data(ctx: RunContext) -> str | None:
+    if partition_files(ctx.cfg.landing, ctx.source_table):
+        return "the landing folder has partitions"
+    if not ctx.cfg.demo_data.generate_if_empty:
+        return "demo_data.generate_if_empty is off"  # ingest names the empty folder
+    return None
 
 
 def _demo_data(ctx: RunContext) -> dict[str, Any]:
-    if partition_files(ctx.cfg.landing, ctx.source_table):
-        return {"generated": 0}
     opts = ctx.cfg.demo_data
-    if not opts.generate_if_empty:
-        return {"generated": 0}  # ingest names the empty folder
     ctx.echo(f"landing folder is empty: generating {opts.rows:,} demo transactions over {opts.days} days (seed {opts.seed})")
     paths = demo_data.generate(ctx.cfg.landing, demo_data.DemoDataOptions(rows=opts.rows, days=opts.days, seed=opts.seed))
     return {"generated": len(paths)}
@@ -81,10 +85,13 @@ def _ingest(ctx: RunContext) -> dict[str, Any]:
     fields = dbt_manifest.input_schema(ctx.state["manifest"], ctx.cfg.dbt.source, include_labels=True)
     result = ingest(
         ctx.cfg.landing, ctx.source_table, {f.name: f.type for f in fields}, ctx.cfg.warehouse, ctx.run_id, ctx.echo,
+        reload=ctx.backfill,
     )
     for check in result.checks:
         if check.warns:
             ctx.echo(f"WARN {check.label}: {check.message}")
+    ctx.warnings.extend(records.volume_warnings(ctx.cfg.warehouse, [p.path.name for p in result.loaded]))
+    ctx.state["raw_partitions"] = [[p.path.name, p.sha256, p.rows] for p in result.partitions]
     days = [p.day for p in result.partitions]
     ctx.state["split"] = _split_boundaries(days, ctx.cfg)
     # dbt reads the ingested raw table (not the landing files) and audits into *_audit schemas.
@@ -93,14 +100,15 @@ def _ingest(ctx: RunContext) -> dict[str, Any]:
         "wap_schema_suffix": publish.AUDIT_SUFFIX,
         **({"freshness_as_of": as_of} if (as_of := _freshness_as_of(ctx.cfg.validation.freshness_as_of, days)) else {}),
     }
-    return {"partitions": len(result.partitions), "new_partitions": len(result.loaded) - len(result.replaced),
+    return {"partitions": len(result.partitions), "new_partitions": len(result.loaded) - len(result.replaced) - len(result.reloaded),
+            "reloaded_partitions": len(result.reloaded),
             "replaced_partitions": len(result.replaced), "landed_rows": sum(p.rows for p in result.partitions)}
 
 
-def _dbt_step(ctx: RunContext, args: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _dbt_step(ctx: RunContext, args: list[str], dbt_vars: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run dbt; return its results and manifest. Failed tests and broken models are results that
     `validate` records and halts on; a dbt failure that produced no results (a compile error) raises."""
-    dbt = ctx.dbt()
+    dbt = ctx.dbt(ctx.state["split"], dbt_vars)
     try:
         run_dbt(dbt, args, echo=lambda line: ctx.echo("dbt " + line.split("  ", 1)[-1].strip()))
     except DbtError:
@@ -114,10 +122,9 @@ def _dbt_build(ctx: RunContext) -> dict[str, Any]:
     baseline_id, baseline_check = publish.champion_baseline(ctx.cfg.warehouse, ctx.cfg.registry, baseline)
     ctx.echo(f"baseline: {baseline_check.message}")
     ctx.state["checks"] = [baseline_check]
-    if baseline_id:
-        ctx.state["dbt_vars"]["baseline_id"] = baseline_id
-    results, manifest = _dbt_step(ctx, ["run"])
-    ctx.state.update(build_results={"results": results}, build_manifest=manifest)
+    dbt_vars = {**ctx.state["dbt_vars"], **({"baseline_id": baseline_id} if baseline_id else {})}
+    results, manifest = _dbt_step(ctx, ["run", "--exclude", f"tag:{MONITORING_TAG}"], dbt_vars)
+    ctx.state.update(build_results={"results": results, "dbt_vars": dbt_vars}, build_manifest=manifest)
     failed = [r["unique_id"] for r in results if r["status"] != "success"]
     return {"models": len(results), "failed": len(failed)}
 
@@ -128,14 +135,15 @@ def _dbt_test(ctx: RunContext) -> dict[str, Any]:
     tests: list[dict[str, Any]] = []
     # After a broken model the tests would read stale audit tables; `validate` halts on the model instead.
     if all(r["status"] == "success" for r in models):
-        tests, manifest = _dbt_step(ctx, ["test"])
+        tests, manifest = _dbt_step(ctx, ["test", "--exclude", f"tag:{MONITORING_TAG}"],
+                                    ctx.state["build_results"]["dbt_vars"])
     ctx.state["checks"] += checks.dbt_results({"results": models + tests}, manifest, ctx.cfg.warehouse,
                                               publish.AUDIT_SUFFIX)
     return {"tests": len(tests), "not_passed": sum(r["status"] != "pass" for r in tests)}
 
 
 def _freshness(ctx: RunContext) -> dict[str, Any]:
-    dbt = ctx.dbt()
+    dbt = ctx.dbt(ctx.state["split"], ctx.state["dbt_vars"])
     try:
         run_dbt(dbt, ["source", "freshness"])
         failure = None
@@ -187,6 +195,10 @@ def _publish(ctx: RunContext) -> dict[str, Any]:
 
 
 def _train(ctx: RunContext) -> dict[str, Any]:
+    # Model-side modules (scikit-learn, skl2onnx, onnxruntime) are imported by the stages that use
+    # them, so a run whose model stages are all skipped starts in a fraction of a second.
+    from training.run import TrainingOptions, train  # noqa: PLC0415
+
     cfg, spec = ctx.cfg, ctx.state["spec"]
     fingerprint = publish.assert_published(cfg.warehouse, spec)  # read only what passed validation
     check_feature_availability(spec, dt.date.fromisoformat(fingerprint["first_event"][:10]))
@@ -209,48 +221,58 @@ def _train(ctx: RunContext) -> dict[str, Any]:
             **{f"{k}_s": round(v, 2) for k, v in trained.durations.items()}}
 
 
+def _evaluate(ctx: RunContext) -> dict[str, Any]:
+    from orchestration.release import evaluate  # noqa: PLC0415 (see _train)
+
+    return evaluate(ctx)
+
+
+def _gates(ctx: RunContext) -> dict[str, Any]:
+    from orchestration.release import gates  # noqa: PLC0415 (see _train)
+
+    return gates(ctx)
+
+
+def _deploy(ctx: RunContext) -> dict[str, Any]:
+    from orchestration.release import deploy  # noqa: PLC0415 (see _train)
+
+    return deploy(ctx)
+
+
+# Config sections whose values end up in a model bundle (its lineage records the config).
+_MODEL_CONFIG = ("task", "label", "seed", "model", "search", "training")
+
 STAGES: tuple[Stage, ...] = (
-    Stage("demo_data", "generate seeded demo data if the landing folder is empty",
-          ("<config.demo_data>",), ("<landing files>",), _demo_data),
+    Stage("demo_data", "generate seeded demo data if the landing folder is empty", (), (), _demo_data,
+          config=("demo_data",), effects=("landing files",), when=_landing_has_data),
     Stage("parse", "dbt parse: read features, raw input schema and fitted state from the manifest",
-          ("<dbt project>",), ("manifest", "spec", "input_schema"), _parse),
+          (), ("manifest", "spec", "input_schema"), _parse, sources=("dbt_project",), config=("dbt",)),
     Stage("ingest", "check new landing files against the dbt source; load each into the raw table once",
-          ("<landing files>", "manifest"), ("<raw tables>", "<raw.ingestion_log>", "split", "dbt_vars"), _ingest),
+          ("manifest",), ("raw_partitions", "split", "dbt_vars"), _ingest,
+          sources=("landing",), config=("dbt", "split", "validation"), effects=("raw tables", "raw.ingestion_log")),
     Stage("dbt_build", "dbt run into audit schemas: staging, baseline profile, fitted statistics, features",
-          ("<raw tables>", "<dbt project>", "split", "<registry champion>"), ("<audit schemas>", "checks"), _dbt_build),
+          ("manifest", "raw_partitions", "split", "dbt_vars"), ("checks", "build_results", "build_manifest"),
+          _dbt_build, effects=("audit schemas",)),
     Stage("dbt_test", "dbt test: contracts' data tests and distribution checks against the baseline, all of them",
-          ("<audit schemas>", "checks"), ("<validation_metrics>", "checks"), _dbt_test),
+          ("split", "checks", "build_results", "build_manifest"), ("checks",), _dbt_test,
+          effects=("audit schemas' validation_metrics",)),
     Stage("freshness", "dbt source freshness of the ingested landing data",
-          ("<raw tables>", "checks"), ("checks",), _freshness),
+          ("split", "dbt_vars", "checks", "build_manifest"), ("checks",), _freshness),
     Stage("validate", "record every check in validation.check_results; halt on a failed error-severity check",
-          ("checks",), ("<validation.check_results>",), _validate),
+          ("checks",), ("warnings",), _validate, effects=("validation.check_results", "validation.alerts")),
     Stage("publish", "copy the audited tables to the schemas consumers read (write-audit-publish)",
-          ("<audit schemas>", "spec", "split"), ("<published schemas>", "fingerprint"), _publish),
+          ("manifest", "spec", "split", "build_results", "build_manifest"), ("fingerprint",), _publish,
+          effects=("published schemas", "validation.publications")),
     Stage("train", "fit (after an optional search) on the training days, export ONNX, check it, measure",
-          ("<warehouse>", "spec", "split"), ("trained", "data"), _train),
+          ("spec", "split", "fingerprint"), ("trained", "data"), _train, config=_MODEL_CONFIG),
     Stage("evaluate", "compile the serving SQL, refuse unservable features, write the candidate bundle",
-          ("trained", "manifest", "fingerprint"), ("bundle_id", "<candidate bundle>"), evaluate),
+          ("trained", "data", "manifest", "spec", "input_schema", "fingerprint", "split", "dbt_vars"),
+          ("bundle_id", "bundle_path", "metrics", "snapshots"), _evaluate,
+          config=("dbt", "parity", "split", *_MODEL_CONFIG), effects=("registry candidates",)),
     Stage("gates", "parity, export, metrics, slices, size, latency, no regression vs champion: all must pass",
-          ("<candidate bundle>", "trained", "data", "<registry champion>"), ("gate_results", "<gate report>"), gates),
+          ("trained", "data", "spec", "split", "input_schema", "bundle_id", "bundle_path", "snapshots"),
+          ("gate_results",), _gates, config=("gates", "parity", "seed", "task"),
+          effects=("gate report", "ml.gate_results")),
     Stage("deploy", "publish the candidate and make it the champion (atomic pointer swap)",
-          ("bundle_id", "gate_results"), ("<registry champion>",), deploy),
+          ("bundle_id", "gate_results"), ("bundle_path",), _deploy, effects=("registry champion", "ml.promotions")),
 )
-
-
-def run_stages(ctx: RunContext, stages: tuple[Stage, ...] = STAGES) -> list[tuple[str, float, dict[str, Any]]]:
-    """Run ``stages`` in order; a failure raises ``StageError`` naming the stage and the cause."""
-    done = []
-    for stage in stages:
-        ctx.echo(f"[{stage.name}] {stage.description}")
-        started = time.perf_counter()
-        ctx.state["current_stage"] = stage.name
-        try:
-            summary = stage.run(ctx)
-        except (ValueError, RuntimeError, LookupError, OSError, duckdb.Error) as exc:
-            raise StageError(f"stage {stage.name!r} failed: {exc}", stage=stage.name,
-                             checks=getattr(exc, "checks", ())) from exc
-        seconds = time.perf_counter() - started
-        ctx.state.setdefault("durations", {})[stage.name] = seconds
-        done.append((stage.name, seconds, summary))
-        ctx.echo(f"[{stage.name}] done in {seconds:.1f}s " + json.dumps(summary, default=str))
-    return done

@@ -8,7 +8,9 @@ import pytest
 from orchestration.checks import CheckResult
 from orchestration.config import Paths, PipelineConfig
 from orchestration.errors import StageError
-from orchestration.stages import STAGES, RunContext, run_stages
+from orchestration.context import RunState
+from orchestration.engine import Engine
+from orchestration.stages import STAGES, RunContext
 
 VALIDATE = tuple(s for s in STAGES if s.name == "validate")
 
@@ -23,7 +25,14 @@ def _context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *results: CheckRes
     monkeypatch.delenv("WAREHOUSE_PATH", raising=False)
     lines: list[str] = []
     cfg = PipelineConfig(root=tmp_path, paths=Paths(warehouse=tmp_path / "w.duckdb"))
-    return RunContext(cfg=cfg, run_id="r1", echo=lines.append, state={"checks": list(results)}), lines
+    state = RunState()
+    state["checks"] = list(results)
+    return RunContext(cfg=cfg, run_id="r1", echo=lines.append, state=state), lines
+
+
+def run_stages(ctx: RunContext, stages: tuple) -> list:
+    """The stages through the real engine (keys, records), with their inputs already in the state."""
+    return [(d.stage, secs, summary) for d, secs, summary in Engine(ctx, stages).run()]
 
 
 def _alerts(tmp_path: Path) -> list[tuple]:
