@@ -55,7 +55,7 @@ def _summary(ctx: RunContext, done: list[tuple[Decision, float, dict]], seconds:
                 lines.append(f"  {split:<15} " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     if "deploy" in ctx.durations:
         lines.append(f"  deployed model  {ctx.state['bundle_id']}")
-        lines.append(f"  bundle          {ctx.state['bundle_path']}")
+        lines.append(f"  bundle          {registry.find_bundle(ctx.cfg.registry, ctx.state['bundle_id'])}")
     else:
         champion = registry.read_champion(ctx.cfg.registry)
         lines.append(f"  champion        {champion['bundle_id'] if champion else 'none'} (unchanged)")
@@ -262,23 +262,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
+    # Subcommands repeat the top-level options with SUPPRESS defaults, so `orchestrate.py --config X
+    # plan` and `orchestrate.py plan --config X` both work and a subcommand never resets the other.
+    def add_config(p: argparse.ArgumentParser, top: bool = False) -> None:
+        p.add_argument("--config", type=Path, default=Path("pipeline.yml") if top else argparse.SUPPRESS,
+                       help="pipeline config (default: pipeline.yml)")
 
-    def add_run_args(p: argparse.ArgumentParser) -> None:
-        add_config(p)
-        p.add_argument("--debug", action="store_true", help="print tracebacks of internal errors")
+    def add_run_args(p: argparse.ArgumentParser, top: bool = False) -> None:
+        add_config(p, top)
+        p.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                       help="print tracebacks of internal errors")
 
-    def add_selection(p: argparse.ArgumentParser) -> None:
+    def add_selection(p: argparse.ArgumentParser, top: bool = False) -> None:
+        unset = None if top else argparse.SUPPRESS
         group = p.add_mutually_exclusive_group()
-        group.add_argument("--from", dest="from_stage", choices=stage_names, metavar="STAGE",
+        group.add_argument("--from", dest="from_stage", choices=stage_names, metavar="STAGE", default=unset,
                            help="rerun STAGE and every stage after it; earlier stages are taken as they last finished")
-        group.add_argument("--only", choices=stage_names, metavar="STAGE",
+        group.add_argument("--only", choices=stage_names, metavar="STAGE", default=unset,
                            help="run just STAGE, with its inputs as earlier stages last left them")
-        group.add_argument("--force", action="store_true", help="rerun every stage, whatever its key")
+        group.add_argument("--force", action="store_true", default=False if top else argparse.SUPPRESS,
+                           help="rerun every stage, whatever its key")
 
-    add_run_args(parser)
-    add_selection(parser)
+    add_run_args(parser, top=True)
+    add_selection(parser, top=True)
     run = sub.add_parser("run", help="run the pipeline, skipping unchanged stages (the default command)")
     add_run_args(run)
     add_selection(run)

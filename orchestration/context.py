@@ -28,7 +28,9 @@ class RunState(dict):
     def __missing__(self, name: str) -> Any:
         if self.loader is None:
             raise KeyError(name)
-        value = self.loader(name)
+        saved = set(self.reads)
+        value = self.loader(name)  # what a loader reads (spec needs the manifest) is not the stage's read
+        self.reads = saved
         self[name] = value
         return value
 
@@ -85,6 +87,9 @@ class Stage:
     outputs: tuple[str, ...]
     """State values it writes; persisted so later runs can skip it."""
     run: Callable[[RunContext], dict[str, Any]]
+    covered: tuple[str, ...] = ()
+    """State values it reads whose relevant part is already in its key through another input
+    (evaluate reads the manifest; its key holds the features' lineage digest, not the whole project)."""
     sources: tuple[str, ...] = ()
     """External inputs hashed into its key (``orchestration.engine.SOURCES``): landing files, dbt files."""
     config: tuple[str, ...] = ()

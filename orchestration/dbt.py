@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestration.errors import DbtError
+from orchestration.faults import pause_point
 
 PROGRESS_MARKERS = (" OK created ", " ERROR ", " FAIL ", " WARN ", "Completed", "Done. PASS=")
 
@@ -87,6 +88,8 @@ def run_dbt(ctx: DbtContext, args: Sequence[str], *, echo: Callable[[str], None]
         out.append(line)
         if echo and any(m in line for m in PROGRESS_MARKERS):
             echo(line.rstrip())
+        if " OK created " in line:
+            pause_point("dbt")  # tests kill the run here: dbt has replaced some tables, not all
     code = proc.wait()
     text = "".join(out)
     if code != 0:

@@ -195,7 +195,11 @@ class Engine:
             raise StageError(f"retries.stages names unknown stage(s) {unknown}; stages are: {', '.join(self.names)}")
         self.store = OutputStore(ctx.cfg.artifacts / "stages")
         self.code = code_digest()
-        self.last = records.last_executions(ctx.cfg.warehouse)
+        try:
+            self.last, _ = with_retries(lambda: records.last_executions(ctx.cfg.warehouse), ctx.cfg.retries.default,
+                                        "records", ctx.echo)
+        except STAGE_ERRORS as exc:
+            raise StageError(f"cannot read the run records (ops.stage_runs) in {ctx.cfg.warehouse}: {exc}") from exc
         self.location: dict[str, tuple[str, str]] = {}
         """State value -> (stage, key) of the execution whose persisted outputs hold it."""
         self.digests: dict[str, str] = {}
@@ -205,11 +209,16 @@ class Engine:
 
     # keys
 
-    def key_parts(self, stage: Stage) -> dict[str, str] | None:
-        """The stage's key parts, or None when an input's digest is not known yet."""
+    def own_parts(self, stage: Stage) -> dict[str, str]:
+        """Key parts that do not come from other stages: code, config, external sources."""
         parts = {"code": self.code, "config": config_digest(self.ctx.cfg, stage.config)}
         for source in stage.sources:
             parts[f"source:{source}"] = SOURCES[source](self.ctx)
+        return parts
+
+    def key_parts(self, stage: Stage) -> dict[str, str] | None:
+        """The stage's key parts, or None when an input's digest is not known yet."""
+        parts = self.own_parts(stage)
         for name in stage.inputs:
             if name not in self.digests:
                 return None
@@ -236,7 +245,11 @@ class Engine:
         if prev.status == "failed":
             return Decision(stage.name, True, f"failed in run {prev.run_id}", key)
         if parts is None:
-            return Decision(stage.name, True, "an input is produced in this run: runs if it changed", None)
+            own = self.own_parts(stage)
+            changed = [k for k in own if prev.key_parts.get(k) != own[k]]
+            waiting = [i for i in stage.inputs if i not in self.digests]
+            return Decision(stage.name, True, (f"changed: {', '.join(changed)}; " if changed else "")
+                            + f"reads {', '.join(waiting)} from a stage that runs first: runs if that changed", None)
         if prev.key != key:
             return Decision(stage.name, True, _changed(prev.key_parts, parts), key)
         if not self.store.has(stage.name, key):
@@ -284,6 +297,8 @@ class Engine:
 
     def _hydrate(self, stage: Stage, plan: bool = False) -> Decision:
         prev = self.last.get(stage.name)
+        if not stage.outputs:
+            return Decision(stage.name, False, "not run (--from/--only); it hands nothing on", None)
         if prev is None or prev.status != "succeeded":
             if plan:
                 return Decision(stage.name, False, "taken as is, but it has no successful execution", None)
@@ -302,7 +317,9 @@ class Engine:
         for stage in self.stages:
             if self.selection.hydrate_only(self.names, stage.name):
                 if self.selection.only is None or stage.name in self._upstream_of(self.selection.only):
-                    done.append((self._hydrate(stage), 0.0, {}))
+                    decision = self._hydrate(stage)
+                    ctx.echo(f"[{stage.name}] skipped: {decision.reason}")
+                    done.append((decision, 0.0, {}))
                 continue
             decision = self.decide(stage)
             parts = self.key_parts(stage) or {}
@@ -358,7 +375,7 @@ class Engine:
                 summary=None, error=str(exc)[:4000], output_digests=None, attempts=0))
             raise StageError(f"stage {stage.name!r} failed: {exc}", stage=stage.name,
                              checks=getattr(exc, "checks", ())) from exc
-        undeclared = sorted(ctx.state.reads - set(stage.inputs) - set(stage.outputs))
+        undeclared = sorted(ctx.state.reads - {*stage.inputs, *stage.covered, *stage.outputs})
         if undeclared:  # a bug in the registry: the key would miss these inputs
             raise RuntimeError(f"stage {stage.name!r} read {undeclared} without declaring them as inputs")
         seconds = time.perf_counter() - started

@@ -47,23 +47,40 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def dbt_logic_digest(manifest: dict[str, Any], *, tag: str | None = None) -> str:
+def ancestors(manifest: dict[str, Any], model: str) -> set[str]:
+    """Unique ids of the model ``model`` and every node and source it is built from."""
+    (start,) = [uid for uid, n in manifest["nodes"].items() if n.get("resource_type") == "model" and n["name"] == model]
+    seen, todo = set(), [start]
+    while todo:
+        uid = todo.pop()
+        if uid not in seen:
+            seen.add(uid)
+            todo.extend(manifest["parent_map"].get(uid, []))
+    return seen
+
+
+def dbt_logic_digest(manifest: dict[str, Any], *, tag: str | None = None, only: set[str] | None = None) -> str:
     """sha256 of the project's logic: every node's SQL, config, columns (contracts) and test
     arguments, and every project macro; nodes tagged ``tag`` only, or (``tag`` None) all but the
-    monitoring ones. Stable across re-parses (no timestamps or invocation ids)."""
+    monitoring ones; within ``only`` when given. Stable across re-parses (no timestamps or
+    invocation ids), so it changes exactly when the logic does."""
     nodes = {}
     for uid, node in manifest["nodes"].items():
         tagged = MONITORING_TAG in node.get("tags", [])
         if (tag is None and tagged) or (tag is not None and tag not in node.get("tags", [])):
             continue
-        nodes[uid] = {k: node.get(k) for k in ("checksum", "config", "columns", "depends_on", "test_metadata",
-                                               "raw_code")}
+        if only is not None and uid not in only:
+            continue
+        nodes[uid] = {k: node.get(k) for k in ("checksum", "config", "depends_on", "test_metadata", "raw_code")}
+        # A list, so the digest keeps the columns' order: it is the features' order in the model.
+        nodes[uid]["columns"] = list((node.get("columns") or {}).items())
     macros = {uid: m["macro_sql"] for uid, m in manifest["macros"].items()
               if m.get("package_name") == manifest["metadata"].get("project_name")}
-    sources = {uid: {k: s.get(k) for k in ("columns", "config", "freshness", "loaded_at_field")}
-               for uid, s in manifest.get("sources", {}).items()}
+    sources = {uid: {"columns": list((s.get("columns") or {}).items()),
+                     **{k: s.get(k) for k in ("config", "freshness", "loaded_at_field")}}
+               for uid, s in manifest.get("sources", {}).items() if only is None or uid in only}
     unit_tests = {uid: {k: t.get(k) for k in ("given", "expect", "model")}
-                  for uid, t in manifest.get("unit_tests", {}).items()}
+                  for uid, t in manifest.get("unit_tests", {}).items() if only is None}
     return sha256(canonical({"nodes": nodes, "macros": macros, "sources": sources, "unit_tests": unit_tests}))
 
 
@@ -131,6 +148,7 @@ def _load_gates(d: list[dict[str, Any]], ctx: Any) -> list[Any]:
 
 CODECS: dict[str, Codec] = {
     "manifest": Codec(dump=_same, load=lambda d, ctx: d, digest=lambda d: dbt_logic_digest(d)),
+    "feature_lineage": _as_is(),
     "spec": Codec(dump=dataclasses.asdict,
                   load=lambda d, ctx: dbt_manifest.feature_spec(ctx.state["manifest"], ctx.cfg.dbt.features_model)),
     "input_schema": Codec(dump=lambda v: [dataclasses.asdict(f) for f in v],
@@ -147,7 +165,6 @@ CODECS: dict[str, Codec] = {
     "trained": Codec(dump=_dump_trained, load=_load_trained, digest=_trained_digest),
     "data": Codec(dump=lambda v: None, load=_load_data),
     "bundle_id": _as_is(),
-    "bundle_path": Codec(dump=str, load=lambda d, ctx: Path(d)),
     "metrics": _as_is(),
     "snapshots": Codec(dump=lambda v: [dataclasses.asdict(s) for s in v],
                        load=lambda d, ctx: dbt_manifest.entity_snapshots(ctx.state["manifest"])),
@@ -179,7 +196,8 @@ class OutputStore:
         path = self.path(stage, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        tmp.write_text(canonical(dumped))
+        # Key order is kept (not canonical): a manifest's column order is the model's feature order.
+        tmp.write_text(json.dumps(dumped, default=_jsonable))
         os.replace(tmp, path)  # a killed run leaves a .tmp- file, never a half-written output
         kept = sorted((p for p in path.parent.glob("*.json")), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in kept[self.KEEP:]:

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from orchestration.context import RunContext
+from orchestration.faults import pause_point
 from orchestration.promotion import promote
 from orchestration.dbt import compile_inline
 from orchestration.errors import StageError
@@ -86,7 +87,8 @@ def _lineage(ctx: RunContext) -> dict[str, Any]:
     return {
         "task": ctx.cfg.task,
         "data_fingerprint": ctx.state.get("fingerprint"),
-        "dbt_manifest_sha256": dbt_manifest.manifest_digest(ctx.state["manifest"]),
+        # The dbt logic the features are built from (orchestration/outputs.py, dbt_logic_digest).
+        "dbt_manifest_sha256": ctx.state["feature_lineage"],
         "code_version": _code_version(Path(__file__).resolve().parent.parent),
         "packages": versions,
         "config_sha256": hashlib.sha256(ctx.cfg.source_text.encode()).hexdigest(),
@@ -152,8 +154,9 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         ),
         existing=(registry.bundles_dir(ctx.cfg.registry),),
         fused_bytes=fused.onnx if fused else None,
+        before_rename=lambda: pause_point("bundle_write"),
     )
-    ctx.state.update(bundle_id=bundle_id, bundle_path=path, metrics=trained.metrics, snapshots=snapshots)
+    ctx.state.update(bundle_id=bundle_id, metrics=trained.metrics, snapshots=snapshots)
     metric = PRIMARY_METRIC[ctx.cfg.task]
     return {"candidate": bundle_id[:12], f"test_{metric}": round(trained.metrics["test"][metric], 4),
             "fused": "compiled" if fused else "refused"}
@@ -251,7 +254,8 @@ def _labels(ctx: RunContext, keys: pa.Array) -> np.ndarray:
 def gates(ctx: RunContext) -> dict[str, Any]:
     """Run every gate; record the report; halt (no deploy) when any gate fails."""
     cfg, trained, spec = ctx.cfg, ctx.state["trained"], ctx.state["spec"]
-    bundle_id, path = ctx.state["bundle_id"], ctx.state["bundle_path"]
+    bundle_id = ctx.state["bundle_id"]
+    path = registry.find_bundle(cfg.registry, bundle_id)  # a candidate, or published by an earlier deploy
     raw = _holdout_rows(ctx)
     candidate = load_bundle(path)
     ctx.echo(f"parity check: replaying {raw.num_rows:,} held-out raw rows through the serving path")
@@ -296,7 +300,6 @@ def deploy(ctx: RunContext) -> dict[str, Any]:
     """Move the candidate into the registry's bundles and make it the champion."""
     bundle_id = ctx.state["bundle_id"]
     path = registry.publish_candidate(ctx.cfg.registry, bundle_id)
-    ctx.state["bundle_path"] = path
     record = promote(ctx.cfg, bundle_id, by=f"orchestrate.py run {ctx.run_id}",
                      reason="passed every gate" + (f" ({len(ctx.state['gate_results'])})" if "gate_results" in ctx.state else ""))
     return {"champion": record["bundle_id"][:12], "previous": (record["previous_bundle_id"] or "none")[:12]}

@@ -25,8 +25,9 @@ import numpy as np
 from orchestration import checks, demo_data, publish, records
 from orchestration.config import PipelineConfig
 from orchestration.context import RunContext, Stage
-from orchestration.outputs import MONITORING_TAG
+from orchestration.outputs import MONITORING_TAG, ancestors, dbt_logic_digest
 from orchestration.dbt import run_dbt
+from orchestration.faults import pause_point
 from orchestration.errors import DbtError, PublishError, StageError, ValidationError
 from orchestration.ingest import ingest, partition_files, raw_relation
 from training import dbt_manifest
@@ -55,7 +56,10 @@ def _parse(ctx: RunContext) -> dict[str, Any]:
     ctx.state["manifest"] = manifest
     ctx.state["spec"] = dbt_manifest.feature_spec(manifest, ctx.cfg.dbt.features_model)
     ctx.state["input_schema"] = dbt_manifest.input_schema(manifest, ctx.cfg.dbt.source)
-    return {"features": len(ctx.state["spec"].features)}
+    # What a model bundle depends on: the features mart and everything it is built from. A change
+    # elsewhere in the project (a validation model, a test) rebuilds data, not the model.
+    ctx.state["feature_lineage"] = dbt_logic_digest(manifest, only=ancestors(manifest, ctx.cfg.dbt.features_model))
+    return {"features": len(ctx.state["spec"].features), "feature_lineage": ctx.state["feature_lineage"][:12]}
 
 
 def _split_boundaries(days: list[dt.date], cfg: PipelineConfig) -> SplitBoundaries:
@@ -217,6 +221,7 @@ def _train(ctx: RunContext) -> dict[str, Any]:
         search_time_budget_seconds=search.time_budget_seconds,
     ))
     ctx.state.update(data=data, trained=trained)
+    pause_point("train")
     return {"train_rows": int(data.train.sum()), "onnx_bytes": len(trained.onnx),
             **{f"{k}_s": round(v, 2) for k, v in trained.durations.items()}}
 
@@ -246,7 +251,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("demo_data", "generate seeded demo data if the landing folder is empty", (), (), _demo_data,
           config=("demo_data",), effects=("landing files",), when=_landing_has_data),
     Stage("parse", "dbt parse: read features, raw input schema and fitted state from the manifest",
-          (), ("manifest", "spec", "input_schema"), _parse, sources=("dbt_project",), config=("dbt",)),
+          (), ("manifest", "spec", "input_schema", "feature_lineage"), _parse, sources=("dbt_project",), config=("dbt",)),
     Stage("ingest", "check new landing files against the dbt source; load each into the raw table once",
           ("manifest",), ("raw_partitions", "split", "dbt_vars"), _ingest,
           sources=("landing",), config=("dbt", "split", "validation"), effects=("raw tables", "raw.ingestion_log")),
@@ -266,13 +271,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", "fit (after an optional search) on the training days, export ONNX, check it, measure",
           ("spec", "split", "fingerprint"), ("trained", "data"), _train, config=_MODEL_CONFIG),
     Stage("evaluate", "compile the serving SQL, refuse unservable features, write the candidate bundle",
-          ("trained", "data", "manifest", "spec", "input_schema", "fingerprint", "split", "dbt_vars"),
-          ("bundle_id", "bundle_path", "metrics", "snapshots"), _evaluate,
+          ("trained", "data", "feature_lineage", "spec", "input_schema", "fingerprint", "split", "dbt_vars"),
+          ("bundle_id", "metrics", "snapshots"), _evaluate, covered=("manifest",),
           config=("dbt", "parity", "split", *_MODEL_CONFIG), effects=("registry candidates",)),
     Stage("gates", "parity, export, metrics, slices, size, latency, no regression vs champion: all must pass",
-          ("trained", "data", "spec", "split", "input_schema", "bundle_id", "bundle_path", "snapshots"),
+          ("trained", "data", "spec", "split", "input_schema", "bundle_id", "snapshots"),
           ("gate_results",), _gates, config=("gates", "parity", "seed", "task"),
           effects=("gate report", "ml.gate_results")),
     Stage("deploy", "publish the candidate and make it the champion (atomic pointer swap)",
-          ("bundle_id", "gate_results"), ("bundle_path",), _deploy, effects=("registry champion", "ml.promotions")),
+          ("bundle_id", "gate_results"), (), _deploy, effects=("registry champion", "ml.promotions")),
 )

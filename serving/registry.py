@@ -38,6 +38,15 @@ def candidates_dir(registry: Path) -> Path:
     return registry / CANDIDATES
 
 
+def find_bundle(registry: Path, bundle_id: str) -> Path:
+    """Where bundle ``bundle_id`` is now: still a candidate, or already published."""
+    for folder in (candidates_dir(registry), bundles_dir(registry)):
+        if (folder / bundle_id).is_dir():
+            return folder / bundle_id
+    raise RegistryError(f"bundle {bundle_id[:12]} is in neither {candidates_dir(registry)} nor {bundles_dir(registry)}; "
+                        "rerun from the stage that writes it: `python orchestrate.py --from evaluate`")
+
+
 def publish_candidate(registry: Path, bundle_id: str) -> Path:
     """Move a gated candidate into ``bundles/`` (one atomic rename) and return its path there."""
     final = bundles_dir(registry) / bundle_id

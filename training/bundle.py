@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 def write_bundle(bundles_dir: Path, *, model_bytes: bytes, serving_sql: str, tables: dict[str, pa.Table],
                  manifest: BundleManifest, existing: tuple[Path, ...] = (),
-                 fused_bytes: bytes | None = None) -> tuple[str, Path]:
+                 fused_bytes: bytes | None = None,
+                 before_rename: Callable[[], None] = lambda: None) -> tuple[str, Path]:
     """Write the bundle under ``bundles_dir/<bundle_id>`` and return (bundle_id, path).
 
     ``manifest.bundle_id`` and ``manifest.frozen_tables`` are filled in here. Writing the same
@@ -50,6 +52,10 @@ def write_bundle(bundles_dir: Path, *, model_bytes: bytes, serving_sql: str, tab
     if (final / MANIFEST).is_file():
         return bundle_id, final
     bundles_dir.mkdir(parents=True, exist_ok=True)
+    # A writer killed mid-write leaves a .tmp- folder that no reader looks at; bundles have one
+    # writer (the orchestrator), so any found now is such a leftover.
+    for stale in bundles_dir.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = bundles_dir / f".tmp-{uuid.uuid4().hex}"
     try:
         for rel, data in files.items():
@@ -62,6 +68,7 @@ def write_bundle(bundles_dir: Path, *, model_bytes: bytes, serving_sql: str, tab
             json.dump({"bundle_id": bundle_id, **body}, fh, indent=2, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
+        before_rename()
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

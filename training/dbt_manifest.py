@@ -8,7 +8,6 @@ the tables frozen into every bundle.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,17 +140,6 @@ def fitted_state_relations(manifest: dict[str, Any]) -> dict[str, str]:
         for n in manifest["nodes"].values()
         if n["resource_type"] == "model" and (n["config"].get("meta") or {}).get("role") == "fitted_state"
     }
-
-
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """sha256 of the project's logic (node checksums and macro SQL), stable across re-parses."""
-    h = hashlib.sha256()
-    for uid in sorted(manifest["nodes"]):
-        h.update(f"{uid}:{manifest['nodes'][uid]['checksum']['checksum']}\n".encode())
-    for uid in sorted(manifest["macros"]):
-        if manifest["macros"][uid].get("package_name") == manifest["metadata"].get("project_name"):
-            h.update(f"{uid}:{manifest['macros'][uid]['macro_sql']}\n".encode())
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
