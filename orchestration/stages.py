@@ -116,7 +116,7 @@ def _dbt_build(ctx: RunContext) -> dict[str, Any]:
     ctx.state["checks"] = [baseline_check]
     if baseline_id:
         ctx.state["dbt_vars"]["baseline_id"] = baseline_id
-    results, manifest = _dbt_step(ctx, ["run"])
+    results, manifest = _dbt_step(ctx, ["run", "--exclude", "tag:monitoring"])  # monitoring: `monitor` stage
     ctx.state.update(build_results={"results": results}, build_manifest=manifest)
     failed = [r["unique_id"] for r in results if r["status"] != "success"]
     return {"models": len(results), "failed": len(failed)}
@@ -128,7 +128,7 @@ def _dbt_test(ctx: RunContext) -> dict[str, Any]:
     tests: list[dict[str, Any]] = []
     # After a broken model the tests would read stale audit tables; `validate` halts on the model instead.
     if all(r["status"] == "success" for r in models):
-        tests, manifest = _dbt_step(ctx, ["test"])
+        tests, manifest = _dbt_step(ctx, ["test", "--exclude", "tag:monitoring"])
     ctx.state["checks"] += checks.dbt_results({"results": models + tests}, manifest, ctx.cfg.warehouse,
                                               publish.AUDIT_SUFFIX)
     return {"tests": len(tests), "not_passed": sum(r["status"] != "pass" for r in tests)}
