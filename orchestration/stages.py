@@ -1,7 +1,7 @@
 """The pipeline's stages, as an explicit registry: name, what it reads, what it writes, function.
 
-    demo_data -> parse -> ingest -> dbt_build -> dbt_test -> freshness -> validate -> publish -> train
-        -> evaluate -> gates -> deploy
+    demo_data -> parse -> ingest -> dbt_build -> dbt_test -> freshness -> validate -> publish -> monitor
+        -> retrain_policy -> train -> evaluate -> gates -> deploy
 
 dbt builds into audit schemas; ``validate`` records every check and halts on a failed
 error-severity one; only then does ``publish`` copy the audited tables to the schemas training
@@ -27,6 +27,7 @@ from orchestration.context import RunContext, Stage
 from orchestration.dbt import run_dbt
 from orchestration.errors import DbtError, PublishError, StageError, ValidationError
 from orchestration.ingest import ingest, partition_files, raw_relation
+from orchestration.monitoring import stages as monitoring_stages
 from orchestration.release import deploy, evaluate, gates
 from training import dbt_manifest
 from training.data import SplitBoundaries, check_feature_availability, read_features, to_dataset
@@ -226,6 +227,12 @@ STAGES: tuple[Stage, ...] = (
           ("checks",), ("<validation.check_results>",), _validate),
     Stage("publish", "copy the audited tables to the schemas consumers read (write-audit-publish)",
           ("<audit schemas>", "spec", "split"), ("<published schemas>", "fingerprint"), _publish),
+    Stage(name="monitor", description="dbt monitoring models (drift, volume, scores, performance), malformed log lines, replay skew audit",
+          inputs=("<published schemas>", "<prediction logs>", "<registry champion>"),
+          outputs=("<monitoring schema>", "<validation.alerts>", "replay_audit"), run=monitoring_stages.monitor),
+    Stage(name="retrain_policy", description="decide whether train..deploy run (drift, performance, new labels, age, no champion)",
+          inputs=("<monitoring schema>", "<registry champion>"), outputs=("retrain_decision", "<monitoring.retrain_decisions>"),
+          run=monitoring_stages.retrain_policy),
     Stage("train", "fit (after an optional search) on the training days, export ONNX, check it, measure",
           ("<warehouse>", "spec", "split"), ("trained", "data"), _train),
     Stage("evaluate", "compile the serving SQL, refuse unservable features, write the candidate bundle",
@@ -241,6 +248,12 @@ def run_stages(ctx: RunContext, stages: tuple[Stage, ...] = STAGES) -> list[tupl
     """Run ``stages`` in order; a failure raises ``StageError`` naming the stage and the cause."""
     done = []
     for stage in stages:
+        # --- monitoring (issue 9): until the engine skips on its own, the policy gates train..deploy.
+        decision = ctx.state.get("retrain_decision")
+        if decision is not None and not decision.fire and stage.name in monitoring_stages.RETRAIN_STAGES:
+            ctx.echo(f"[{stage.name}] skipped: " + "; ".join(decision.reasons))
+            continue
+        # --- end monitoring
         ctx.echo(f"[{stage.name}] {stage.description}")
         started = time.perf_counter()
         ctx.state["current_stage"] = stage.name
