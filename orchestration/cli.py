@@ -19,6 +19,7 @@ from orchestration.errors import ConfigError, StageError
 from orchestration.context import RunContext
 from orchestration.release import run_record
 from orchestration.stages import STAGES, run_stages
+from orchestration.monitoring import report as monitoring_report, simulate as monitoring_simulate
 from serving.errors import RegistryError
 from training import tracking
 
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     back = sub.add_parser("rollback", help="restore the previous champion (recorded)")
     back.add_argument("--reason", default="manual rollback", help="why; recorded in the promotion history")
     back.add_argument("--config", type=Path, default=Path("pipeline.yml"), help="pipeline config (default: pipeline.yml)")
+    monitoring_simulate.add_parser(sub)  # monitoring (issue 9)
     demo = sub.add_parser("demo-data", help="write seeded demo partitions to a landing folder")
     demo.add_argument("--landing", type=Path, default=Path("data/landing"), help="landing folder (default: data/landing)")
     demo.add_argument("--rows", type=int, default=1_000_000, help="number of transactions (default: 1000000)")
@@ -212,4 +214,17 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_runs(args, cfg)
     if args.command in ("promote", "rollback"):
         return _cmd_registry(args, cfg)
-    return _cmd_run(args, cfg)
+    if args.command == "simulate":  # monitoring (issue 9)
+        return monitoring_simulate.main(args, cfg, lambda: _cmd_run(args, cfg))
+    code = _cmd_run(args, cfg)
+    _write_report(cfg)  # monitoring (issue 9): the report is written after every run, success or failure
+    return code
+
+
+def _write_report(cfg: PipelineConfig) -> None:
+    try:
+        path = monitoring_report.write_report(cfg)
+    except (OSError, duckdb.Error) as exc:
+        print(f"orchestrate: the report could not be written: {exc}", file=sys.stderr)
+        return
+    _echo(f"report: {path}")
