@@ -98,8 +98,9 @@ def _generate_day(cfg: PipelineConfig, day: dt.date, drifts: tuple[str, ...]) ->
     opts = cfg.demo_data
     seed = opts.seed * 100_003 + day.toordinal()
     with tempfile.TemporaryDirectory() as tmp:
-        paths = demo_data.generate(Path(tmp), demo_data.DemoDataOptions(rows=max(100, opts.rows // opts.days), days=1,
-                                                                        seed=seed, start_date=day))
+        # Same population sizes as the demo data (users, merchants scale with rows); keep the first day.
+        paths = demo_data.generate(Path(tmp), demo_data.DemoDataOptions(rows=opts.rows, days=opts.days, seed=seed,
+                                                                        start_date=day))
         table = pq.read_table(paths[0])
     # Transaction ids must not collide with earlier days'.
     ids = pc.binary_join_element_wise(pa.scalar(f"sim{day:%Y%m%d}_"), table.column("txn_id"), "")
