@@ -148,9 +148,9 @@ def _sections(con: duckdb.DuckDBPyConnection | None, cfg: PipelineConfig) -> dic
                        "from validation.check_results group by all order by 2")
     ser, lab = _day_series(hist)
     s["validation"] = (f"<p>Latest run {_e(last[0][0]) if last else '-'}: {len(checks)} checks, "
-                       f"{sum(1 for c in checks if not c[4])} not passed.</p>"
+                       f"{sum(1 for c in checks if not c[4])} not passed (failures first, 12 shown; all in validation.check_results).</p>"
                        + _table(("check", "table", "column", "severity", "passed", "actual", "message"),
-                                [(a, b, c, d, e, f, (g or "")[:160]) for a, b, c, d, e, f, g in checks[:40]],
+                                [(a, b, c, d, e, f, (g or "")[:160]) for a, b, c, d, e, f, g in checks[:12]],
                                 "no data validation results yet"))
     s["gates"] = _table(("run", "bundle", "gate", "value", "comparison", "threshold", "passed"),
                         _query(con, "select run_id, left(bundle_id, 12), gate, value, comparison, threshold, passed "
