@@ -17,11 +17,17 @@ from orchestration.config import PipelineConfig, load_config
 from orchestration.context import RunContext
 from orchestration.engine import Decision, Engine, Selection, landing_digest, with_retries
 from orchestration.errors import ConfigError, StageError
+from orchestration.monitoring import simulate
+from orchestration.monitoring.report import write_report
 from orchestration.notify import Alert, notify
 from orchestration.stages import STAGES
 from serving import registry
 from serving.errors import RegistryError
 from training import tracking
+
+
+W = max(len(s.name) for s in STAGES)
+"""Width of the stage column in tables."""
 
 
 def _echo(message: str) -> None:
@@ -30,12 +36,12 @@ def _echo(message: str) -> None:
 
 def _summary(ctx: RunContext, done: list[tuple[Decision, float, dict]], seconds: float) -> str:
     by_stage = {d.stage: summary for d, _, summary in done}
-    lines = ["", "pipeline finished", f"  {'stage':<11} {'status':<8} {'seconds':>8}  detail"]
+    lines = ["", "pipeline finished", f"  {'stage':<{W}} {'status':<8} {'seconds':>8}  detail"]
     for decision, secs, summary in done:
         status = "ran" if decision.run else "skipped"
         detail = decision.reason if not decision.run else ", ".join(
             f"{k} {v}" for k, v in list(summary.items())[:4] if not isinstance(v, (dict, list)))
-        lines.append(f"  {decision.stage:<11} {status:<8} {secs:>8.1f}  {detail[:100]}")
+        lines.append(f"  {decision.stage:<{W}} {status:<8} {secs:>8.1f}  {detail[:100]}")
     lines.append("")
     if "ingest" in by_stage and by_stage["ingest"]:
         ing = by_stage["ingest"]
@@ -66,9 +72,25 @@ def _summary(ctx: RunContext, done: list[tuple[Decision, float, dict]], seconds:
 
 def _execute(args: argparse.Namespace, cfg: PipelineConfig, selection: Selection, command: str,
              backfill: tuple[dt.date, dt.date] | None = None) -> int:
-    """Run the DAG once: records, alerts, summary. Returns the exit code."""
-    started = time.perf_counter()
+    """Run the DAG once; return the exit code."""
+    return _run_once(args, cfg, selection, command, backfill)[1]
+
+
+def _run_once(args: argparse.Namespace, cfg: PipelineConfig, selection: Selection, command: str,
+              backfill: tuple[dt.date, dt.date] | None = None) -> tuple[str, int]:
+    """Run the DAG once, then write the report whatever happened; return (run id, exit code)."""
     ctx = RunContext(cfg=cfg, run_id=uuid.uuid4().hex[:12], echo=_echo, backfill=backfill)
+    code = _run(args, ctx, selection, command)
+    try:
+        _echo(f"report: {write_report(cfg, ctx.run_id)}")
+    except (OSError, duckdb.Error) as exc:
+        print(f"orchestrate: the report could not be written: {exc}", file=sys.stderr)
+    return ctx.run_id, code
+
+
+def _run(args: argparse.Namespace, ctx: RunContext, selection: Selection, command: str) -> int:
+    """Run the stages: records, alerts, summary. Returns the exit code."""
+    cfg, started = ctx.cfg, time.perf_counter()
     _echo(f"run {ctx.run_id}: warehouse {cfg.warehouse}, landing {cfg.landing}, registry {cfg.registry}")
     try:
         engine = Engine(ctx, STAGES, selection)
@@ -123,12 +145,12 @@ def _cmd_plan(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         return 1
     by_name = {s.name: s for s in STAGES}
     _echo(f"plan for warehouse {cfg.warehouse} (nothing is run)")
-    _echo(f"  {'stage':<11} {'would':<6} {'key':<12}  why")
+    _echo(f"  {'stage':<{W}} {'would':<6} {'key':<12}  why")
     for d in decisions:
-        _echo(f"  {d.stage:<11} {'run' if d.run else 'skip':<6} {(d.key or '?')[:12]:<12}  {d.reason}")
+        _echo(f"  {d.stage:<{W}} {'run' if d.run else 'skip':<6} {(d.key or '?')[:12]:<12}  {d.reason}")
         stage = by_name[d.stage]
         reads = ", ".join([*stage.inputs, *(f"<{s}>" for s in stage.sources), *(f"config.{c}" for c in stage.config)])
-        _echo(f"  {'':<11} reads: {reads or '-'}; writes: {', '.join([*stage.outputs, *stage.effects]) or '-'}")
+        _echo(f"  {'':<{W}} reads: {reads or '-'}; writes: {', '.join([*stage.outputs, *stage.effects]) or '-'}")
     return 0
 
 
@@ -153,8 +175,10 @@ def _cmd_watch(args: argparse.Namespace, cfg: PipelineConfig) -> int:
             current = landing_digest(cfg)
             if current != seen:
                 _echo(f"watch: landing partitions {'found' if seen is None else 'changed'}: running the pipeline")
+                # What this run sees; a partition landing while it runs is new at the next poll.
+                seen = current
                 code = _execute(args, cfg, Selection(), "watch")
-                runs, seen = runs + 1, landing_digest(cfg)
+                runs += 1
                 if args.max_runs is not None and runs >= args.max_runs:
                     break
             time.sleep(args.interval)
@@ -256,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="orchestrate.py",
         description="Run the pipeline: " + " -> ".join(stage_names) + ". Stages whose inputs did not change "
                     "since they last succeeded are skipped; a killed run resumes where it stopped.",
-        epilog="Stages:\n" + "\n".join(f"  {s.name:<10} {s.description}" for s in STAGES)
+        epilog="Stages:\n" + "\n".join(f"  {s.name:<{W}} {s.description}" for s in STAGES)
                + "\n\nRun `orchestrate.py COMMAND --help` for each command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -312,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     back = sub.add_parser("rollback", help="restore the previous champion (recorded)")
     back.add_argument("--reason", default="manual rollback", help="why; recorded in the promotion history")
     add_config(back)
+    simulate.add_parser(sub)
     demo = sub.add_parser("demo-data", help="write seeded demo partitions to a landing folder")
     demo.add_argument("--landing", type=Path, default=Path("data/landing"), help="landing folder (default: data/landing)")
     demo.add_argument("--rows", type=int, default=1_000_000, help="number of transactions (default: 1000000)")
@@ -325,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"runs": _cmd_runs, "promote": _cmd_registry, "rollback": _cmd_registry, "plan": _cmd_plan,
+def _cmd_simulate(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    return simulate.main(args, cfg, lambda: _run_once(args, cfg, Selection(), "simulate"))
+
+
+COMMANDS = {"simulate": _cmd_simulate, "runs": _cmd_runs, "promote": _cmd_registry, "rollback": _cmd_registry, "plan": _cmd_plan,
             "backfill": _cmd_backfill, "watch": _cmd_watch, "run": _cmd_run, None: _cmd_run}
 
 

@@ -89,6 +89,34 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """Monitoring and the retraining policy (``orchestration/monitoring/``). Drift is judged by
+    effect size (population stability index over the deployed model's frozen bins), never by
+    p-values, which flag everything on large samples."""
+
+    drift_psi_threshold: float = 0.2
+    """PSI at or above which a monitored column counts as drifted (0.1 is usually read as a
+    moderate shift, 0.25 as a large one). Passed to dbt as var ``drift_psi_threshold``."""
+    important_features: tuple[str, ...] = ("amount", "merchant_category", "country", "channel")
+    """Monitored columns (staged names) whose drift can trigger a retrain; others are only reported."""
+    lookback_days: int = 3
+    """The policy reads the newest this many days after the champion's training data."""
+    max_auc_drop: float = 0.05
+    """Retrain when ROC AUC on labelled served predictions (lookback days) is this far below the
+    champion's test ROC AUC."""
+    min_positive_labels: int = 30
+    """Positive labels needed in the lookback before the performance trigger is judged."""
+    min_new_labelled_rows: int = 1_000_000
+    """Retrain once this many labelled rows have landed after the champion's training data."""
+    max_model_age_days: int = 30
+    """Retrain when the newest landed or served day is this many days past the champion's data."""
+    replay_rows: int = 5_000
+    """Logged predictions (seeded sample) the replay skew audit re-runs per run."""
+    label_delay_days: int = 1
+    """Simulation: a day's labelled partition lands this many days after its traffic is served."""
+
+
+@dataclass(frozen=True)
 class Model:
     """Model family and its hyperparameters."""
 
@@ -214,6 +242,7 @@ class PipelineConfig:
     validation: Validation = Validation()
     retries: Retries = Retries()
     alerts: Alerts = Alerts()
+    monitoring: Monitoring = Monitoring()
     task: str = "binary"
     """binary, multiclass or regression."""
     label: str | None = None
@@ -352,6 +381,14 @@ def _validate(cfg: PipelineConfig) -> None:
     unknown = [n for n in cfg.alerts.notifiers if n not in NOTIFIERS]
     if unknown:
         raise ConfigError(f"alerts.notifiers: unknown notifier(s) {unknown}; expected some of {sorted(NOTIFIERS)}")
+    m = cfg.monitoring
+    if m.drift_psi_threshold <= 0 or m.lookback_days < 1 or not 0 < m.max_auc_drop < 1 or m.min_positive_labels < 1 \
+            or m.min_new_labelled_rows < 1 or m.max_model_age_days < 1 or m.replay_rows < 0 or m.label_delay_days < 0:
+        raise ConfigError(
+            "monitoring: needs drift_psi_threshold > 0, lookback_days >= 1, max_auc_drop in (0, 1), "
+            "min_positive_labels >= 1, min_new_labelled_rows >= 1, max_model_age_days >= 1, replay_rows >= 0 "
+            f"and label_delay_days >= 0; got {m}"
+        )
     if "." not in cfg.dbt.source:
         raise ConfigError(f"dbt.source: expected 'source_name.table', got {cfg.dbt.source!r}")
 

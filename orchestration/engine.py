@@ -16,6 +16,7 @@ and skips the finished stages before it: it resumes.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import re
@@ -34,6 +35,7 @@ from orchestration.config import PipelineConfig, Retry
 from orchestration.context import RunContext, Stage
 from orchestration.errors import StageError
 from orchestration.ingest import partition_files
+from serving.registry import read_champion
 from orchestration.outputs import CODECS, MONITORING_TAG, OutputStore, canonical, dbt_logic_digest, digest, sha256
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,10 +82,29 @@ def _dbt_monitoring(ctx: RunContext) -> str:
     return dbt_logic_digest(ctx.state["manifest"], tag=MONITORING_TAG)
 
 
+def _prediction_logs(ctx: RunContext) -> str:
+    # Names, sizes and times: logs are append-only and can be large, so their bytes are not hashed.
+    folder = ctx.cfg.artifacts / "prediction_logs"
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    return sha256(canonical([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]))
+
+
+def _champion(ctx: RunContext) -> str:
+    champion = read_champion(ctx.cfg.registry)
+    return champion["bundle_id"] if champion else "none"
+
+
+def _today(ctx: RunContext) -> str:
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
 SOURCES: dict[str, Callable[[RunContext], str]] = {
     "landing": _landing,
     "dbt_project": _dbt_project,
     "dbt_monitoring": _dbt_monitoring,
+    "prediction_logs": _prediction_logs,
+    "champion": _champion,
+    "today": _today,
 }
 """External inputs a stage can declare; each hashes what it names."""
 
@@ -209,16 +230,21 @@ class Engine:
 
     # keys
 
-    def own_parts(self, stage: Stage) -> dict[str, str]:
+    def own_parts(self, stage: Stage) -> dict[str, str | None]:
         """Key parts that do not come from other stages: code, config, external sources."""
         parts = {"code": self.code, "config": config_digest(self.ctx.cfg, stage.config)}
         for source in stage.sources:
-            parts[f"source:{source}"] = SOURCES[source](self.ctx)
+            try:
+                parts[f"source:{source}"] = SOURCES[source](self.ctx)
+            except KeyError:  # derived from a value a stage that runs first has not produced yet (plan)
+                parts[f"source:{source}"] = None
         return parts
 
     def key_parts(self, stage: Stage) -> dict[str, str] | None:
         """The stage's key parts, or None when an input's digest is not known yet."""
         parts = self.own_parts(stage)
+        if None in parts.values():
+            return None
         for name in stage.inputs:
             if name not in self.digests:
                 return None
@@ -232,11 +258,15 @@ class Engine:
     def decide(self, stage: Stage) -> Decision:
         parts = self.key_parts(stage)
         key = None if parts is None else self.key_of(stage, parts)
-        skip = stage.when(self.ctx) if stage.when else None
-        if skip:
-            return Decision(stage.name, False, skip, key)
+        # An explicit --force/--from/--only outranks a stage's `when` (e.g. the retrain policy).
         if self.selection.forced(self.names, stage.name):
             return Decision(stage.name, True, "forced (--force, --from or --only)", key)
+        try:
+            skip = stage.when(self.ctx) if stage.when else None
+        except KeyError as missing:  # plan: it depends on a value a stage that runs first will produce
+            return Decision(stage.name, True, f"decided in the run, once {missing} is known", key)
+        if skip:
+            return Decision(stage.name, False, skip, key)
         prev = self.last.get(stage.name)
         if prev is None:
             return Decision(stage.name, True, "never ran", key)
@@ -246,7 +276,7 @@ class Engine:
             return Decision(stage.name, True, f"failed in run {prev.run_id}", key)
         if parts is None:
             own = self.own_parts(stage)
-            changed = [k for k in own if prev.key_parts.get(k) != own[k]]
+            changed = [k for k in own if own[k] is not None and prev.key_parts.get(k) != own[k]]
             waiting = [i for i in stage.inputs if i not in self.digests]
             return Decision(stage.name, True, (f"changed: {', '.join(changed)}; " if changed else "")
                             + f"reads {', '.join(waiting)} from a stage that runs first: runs if that changed", None)

@@ -140,6 +140,12 @@ def _load_data(dumped: Any, ctx: Any) -> Any:
                       sampled_from=total if table.num_rows < total else None)
 
 
+def _load_decision(d: dict[str, Any], ctx: Any) -> Any:
+    from orchestration.monitoring.policy import Decision  # noqa: PLC0415
+
+    return Decision(fire=d["fire"], reasons=tuple(d["reasons"]))
+
+
 def _load_gates(d: list[dict[str, Any]], ctx: Any) -> list[Any]:
     from training.gates import GateResult  # noqa: PLC0415
 
@@ -168,6 +174,8 @@ CODECS: dict[str, Codec] = {
     "metrics": _as_is(),
     "snapshots": Codec(dump=lambda v: [dataclasses.asdict(s) for s in v],
                        load=lambda d, ctx: dbt_manifest.entity_snapshots(ctx.state["manifest"])),
+    "monitoring": _as_is(),
+    "retrain_decision": Codec(dump=dataclasses.asdict, load=_load_decision),
     "gate_results": Codec(dump=lambda v: [r.to_json() for r in v], load=_load_gates),
 }
 

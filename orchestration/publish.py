@@ -57,6 +57,8 @@ def audited_relations(manifest: dict[str, Any], run_results: dict[str, Any]) -> 
     for uid, node in sorted(manifest["nodes"].items()):
         if node["resource_type"] != "model" or node["config"].get("materialized") not in PUBLISHED_MATERIALIZATIONS:
             continue
+        if "monitoring" in node.get("tags", []):
+            continue  # built by the `monitor` stage over published tables, never audited or published here
         if not node["schema"].endswith(AUDIT_SUFFIX):
             raise PublishError(f"model {node['name']} was built into {node['schema']}, not an audit schema; "
                                "the build must run with var wap_schema_suffix (the orchestrator passes it)")

@@ -1,7 +1,7 @@
 """The pipeline's stages, as an explicit registry: name, what it reads, what it writes, function.
 
-    demo_data -> parse -> ingest -> dbt_build -> dbt_test -> freshness -> validate -> publish -> train
-        -> evaluate -> gates -> deploy
+    demo_data -> parse -> ingest -> dbt_build -> dbt_test -> freshness -> validate -> publish -> monitor
+        -> retrain_policy -> train -> evaluate -> gates -> deploy
 
 dbt builds into audit schemas; ``validate`` records every check and halts on a failed
 error-severity one; only then does ``publish`` copy the audited tables to the schemas training
@@ -25,6 +25,7 @@ import numpy as np
 from orchestration import checks, demo_data, publish, records
 from orchestration.config import PipelineConfig
 from orchestration.context import RunContext, Stage
+from orchestration.monitoring import stages as monitoring_stages
 from orchestration.outputs import MONITORING_TAG, ancestors, dbt_logic_digest
 from orchestration.dbt import run_dbt
 from orchestration.faults import pause_point
@@ -43,6 +44,8 @@ def _landing_has_data(ctx: RunContext) -> str | None:
 
 
 def _demo_data(ctx: RunContext) -> dict[str, Any]:
+    if _landing_has_data(ctx):  # even when forced: demo data never mixes with delivered data
+        return {"generated": 0}
     opts = ctx.cfg.demo_data
     ctx.echo(f"landing folder is empty: generating {opts.rows:,} demo transactions over {opts.days} days (seed {opts.seed})")
     paths = demo_data.generate(ctx.cfg.landing, demo_data.DemoDataOptions(rows=opts.rows, days=opts.days, seed=opts.seed))
@@ -268,16 +271,26 @@ STAGES: tuple[Stage, ...] = (
     Stage("publish", "copy the audited tables to the schemas consumers read (write-audit-publish)",
           ("manifest", "spec", "split", "build_results", "build_manifest"), ("fingerprint",), _publish,
           effects=("published schemas", "validation.publications")),
+    Stage("monitor", "dbt monitoring models (drift, volume, scores, performance), malformed log lines, replay audit",
+          ("split", "fingerprint"), ("monitoring",), monitoring_stages.monitor, covered=("manifest",),
+          sources=("dbt_monitoring", "prediction_logs"), config=("monitoring",),
+          effects=("monitoring schema", "validation.alerts")),
+    Stage("retrain_policy", "decide whether train..deploy run: drift, performance, new labels, model age, no champion",
+          ("monitoring", "fingerprint"), ("retrain_decision",), monitoring_stages.retrain_policy,
+          sources=("champion", "today"), config=("monitoring",), effects=("monitoring.retrain_decisions",)),
     Stage("train", "fit (after an optional search) on the training days, export ONNX, check it, measure",
-          ("spec", "split", "fingerprint"), ("trained", "data"), _train, config=_MODEL_CONFIG),
+          ("spec", "split", "fingerprint"), ("trained", "data"), _train, config=_MODEL_CONFIG,
+          when=monitoring_stages.policy_holds),
     Stage("evaluate", "compile the serving SQL, refuse unservable features, write the candidate bundle",
           ("trained", "data", "feature_lineage", "spec", "input_schema", "fingerprint", "split", "dbt_vars"),
           ("bundle_id", "metrics", "snapshots"), _evaluate, covered=("manifest",),
-          config=("dbt", "parity", "split", *_MODEL_CONFIG), effects=("registry candidates",)),
+          config=("dbt", "parity", "split", *_MODEL_CONFIG), effects=("registry candidates",),
+          when=monitoring_stages.policy_holds),
     Stage("gates", "parity, export, metrics, slices, size, latency, no regression vs champion: all must pass",
           ("trained", "data", "spec", "split", "input_schema", "bundle_id", "snapshots"),
           ("gate_results",), _gates, config=("gates", "parity", "seed", "task"),
-          effects=("gate report", "ml.gate_results")),
+          effects=("gate report", "ml.gate_results"), when=monitoring_stages.policy_holds),
     Stage("deploy", "publish the candidate and make it the champion (atomic pointer swap)",
-          ("bundle_id", "gate_results"), (), _deploy, effects=("registry champion", "ml.promotions")),
+          ("bundle_id", "gate_results"), (), _deploy, effects=("registry champion", "ml.promotions"),
+          when=monitoring_stages.policy_holds),
 )

@@ -1,0 +1,92 @@
+"""The two monitoring stages of the DAG, run after ``publish`` and before ``train``:
+
+    publish -> monitor -> retrain_policy -> train -> evaluate -> gates -> deploy
+
+``monitor`` builds the dbt models tagged ``monitoring`` (``dbt build --select tag:monitoring``:
+models, their data tests and unit tests) over the published tables and the prediction logs,
+reports malformed log lines and runs the replay skew audit; both record alerts in
+``validation.alerts`` and do not halt the run. ``retrain_policy`` measures, decides and records;
+it puts the ``Decision`` on ``ctx.state["retrain_decision"]`` and never raises when the policy
+does not fire: the engine then skips train..deploy with the decision's reasons (see ``policy_holds``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import duckdb
+
+from orchestration import checks, publish
+from orchestration.context import RunContext
+from orchestration.dbt import run_dbt
+from orchestration.monitoring import policy, replay
+from serving.registry import read_champion
+
+RETRAIN_STAGES = ("train", "evaluate", "gates", "deploy")
+"""Stages that run only when the policy fires."""
+
+
+def _monitor_vars(ctx: RunContext) -> dict[str, Any]:
+    base = ctx.dbt(ctx.state["split"]).vars
+    out: dict[str, Any] = {k: base[k] for k in ("train_end", "valid_end") if k in base}
+    relation = publish.baseline_relation(ctx.state["manifest"])
+    baseline_id, _ = publish.champion_baseline(ctx.cfg.warehouse, ctx.cfg.registry, relation)
+    if baseline_id:
+        out["baseline_id"] = baseline_id
+    out["prediction_logs_path"] = str(replay.prediction_logs_dir(ctx.cfg))
+    out["drift_psi_threshold"] = ctx.cfg.monitoring.drift_psi_threshold
+    return out
+
+
+def _malformed_lines(ctx: RunContext) -> list[str]:
+    with duckdb.connect(str(ctx.cfg.warehouse), read_only=True) as con:
+        rows = con.execute("select log_file, count_malformed, count_lines, first_malformed_line, first_malformed_reason "
+                           "from monitoring.monitoring_log_quality where count_malformed > 0 order by log_file").fetchall()
+    return [f"{f}: {bad} of {lines} lines malformed, first at line {line}: {reason}" for f, bad, lines, line, reason in rows]
+
+
+def monitor(ctx: RunContext) -> dict[str, Any]:
+    """dbt monitoring models, malformed-line report, replay skew audit."""
+    if read_champion(ctx.cfg.registry) is None:
+        # Nothing deployed yet: no baseline to drift from and no traffic. The stage still finishes,
+        # so it reruns only when data, prediction logs or the monitoring models change.
+        ctx.state["monitoring"] = {"run_id": ctx.run_id, "champion": None}
+        return {"monitored": False, "why": "no champion yet"}
+    dbt = dataclasses.replace(ctx.dbt(), vars=_monitor_vars(ctx))
+    run_dbt(dbt, ["build", "--select", "tag:monitoring"],
+            echo=lambda line: ctx.echo("dbt " + line.split("  ", 1)[-1].strip()))
+    malformed = _malformed_lines(ctx)
+    for message in malformed:
+        ctx.echo(f"WARN prediction log: {message}")
+    if malformed:
+        checks.record_alert(ctx.cfg.warehouse, ctx.run_id, stage="monitor", severity="warn",
+                            checks=("prediction_log_malformed_lines",), message="\n".join(malformed))
+    report = replay.audit(ctx.cfg)
+    ctx.echo(report.describe())
+    if not report.passed:
+        checks.record_alert(ctx.cfg.warehouse, ctx.run_id, stage="monitor", severity="error",
+                            checks=tuple(f"replay_skew on {f}" for f in report.by_field) or ("replay_skew",),
+                            message=report.describe())
+    summary = {"malformed_log_files": len(malformed), "replayed": report.rows, "replay_pending": report.pending,
+               "replay_differing_rows": report.differing_rows}
+    # The run id makes this output new whenever monitor reran, so the policy re-decides on fresh tables.
+    ctx.state["monitoring"] = {"run_id": ctx.run_id, **summary}
+    return summary
+
+
+def policy_holds(ctx: RunContext) -> str | None:
+    """The `when` of train..deploy: why they do not run in this run, or None when the policy fired."""
+    decision = ctx.state["retrain_decision"]
+    return None if decision.fire else "retrain policy holds: " + "; ".join(decision.reasons)
+
+
+def retrain_policy(ctx: RunContext) -> dict[str, Any]:
+    """Measure, decide, record; put the Decision on ctx.state["retrain_decision"]."""
+    measured = policy.measure(ctx.cfg)
+    decision = policy.decide(measured, ctx.cfg.monitoring)
+    policy.record(ctx.cfg.warehouse, ctx.run_id, decision, measured)
+    ctx.state["retrain_decision"] = decision
+    for reason in decision.reasons:
+        ctx.echo(f"retrain policy: {'FIRE' if decision.fire else 'hold'}: {reason}")
+    return {"fire": decision.fire, "reasons": len(decision.reasons)}

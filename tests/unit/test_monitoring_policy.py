@@ -1,0 +1,72 @@
+"""The retraining policy's rules and the simulate command's bad-input errors (pure, fast)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestration.config import Monitoring
+from orchestration.monitoring.policy import Decision, Measured, decide
+from orchestration.monitoring.simulate import SimulationOptions
+from orchestration.monitoring.errors import SimulationError
+
+ROOT = Path(__file__).resolve().parents[2]
+OPTS = Monitoring(min_new_labelled_rows=10_000, max_model_age_days=30)
+CHAMPION = dict(champion_id="b" * 64, champion_auc=0.95, champion_data_end=dt.date(2026, 1, 20),
+                newest_day=dt.date(2026, 1, 22))
+
+
+def test_no_champion_fires() -> None:
+    assert decide(Measured(), OPTS) == Decision(True, ("no champion",))
+
+
+def test_stable_does_not_fire_and_says_why() -> None:
+    d = decide(Measured(**CHAMPION, drift_psi={"country": 0.05}, new_labelled_rows=900), OPTS)
+    assert not d.fire and "largest drift country PSI 0.050" in d.reasons[0]
+
+
+def test_drift_on_important_feature_fires_once_labels_exist() -> None:
+    waiting = decide(Measured(**CHAMPION, drift_psi={"country": 0.9}, new_labelled_rows=0), OPTS)
+    assert not waiting.fire and "waiting for labels" in waiting.reasons[0]
+    fired = decide(Measured(**CHAMPION, drift_psi={"country": 0.9}, new_labelled_rows=5), OPTS)
+    assert fired.fire and fired.reasons[0].startswith("drift: country PSI 0.900")
+
+
+def test_drift_on_unimportant_column_does_not_fire() -> None:
+    assert not decide(Measured(**CHAMPION, drift_psi={"device": 5.0}, new_labelled_rows=5), OPTS).fire
+
+
+def test_performance_drop_age_and_labels_fire() -> None:
+    perf = decide(Measured(**CHAMPION, served_auc=0.80, positive_labels=40), OPTS)
+    assert perf.fire and perf.reasons[0].startswith("performance:")
+    few = decide(Measured(**CHAMPION, served_auc=0.80, positive_labels=5), OPTS)
+    assert not few.fire
+    old = decide(Measured(**{**CHAMPION, "newest_day": dt.date(2026, 3, 1)}), OPTS)
+    assert old.fire and old.reasons[0].startswith("age:")
+    labels = decide(Measured(**CHAMPION, new_labelled_rows=10_000), OPTS)
+    assert labels.fire and labels.reasons[0].startswith("new labels:")
+
+
+@pytest.mark.parametrize("days, drifts, message", [(0, (), "between 1 and 60"), (5, ("tsunami",), "unknown drift")])
+def test_bad_simulation_options_are_named(days: int, drifts: tuple[str, ...], message: str) -> None:
+    with pytest.raises(SimulationError, match=message):
+        SimulationOptions(days=days, drifts=drifts)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--days", "two"], "--days must be a whole number of days, got 'two'"),
+    (["--days", "2", "--drift", "tsunami"], "unknown drift kind(s) ['tsunami']"),
+])
+def test_simulate_cli_bad_input_is_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "p.yml"
+    cfg.write_text(f"paths: {{warehouse: {tmp_path}/w.duckdb, landing: {tmp_path}/l, artifacts: {tmp_path}/a}}\n")
+    proc = subprocess.run([sys.executable, "orchestrate.py", "simulate", "--config", str(cfg), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"orchestrate simulate: {message}; expected some of "
+                                               "['amount-shift', 'channel-mix', 'country-mix']"
+                                               if "drift" in message else f"orchestrate simulate: {message}"]
