@@ -101,8 +101,9 @@ def _world(root: Path, landing: list[Path]) -> Path:
     (root / "landing" / "transactions").mkdir(parents=True)
     for path in landing:
         shutil.copy(path, root / "landing" / "transactions" / path.name)
+    # Any newly labelled row fires the retrain policy, so corrected data is trained on at once.
     write_config(root, paths={"warehouse": "warehouse.duckdb", "landing": "landing", "artifacts": "artifacts"},
-                 demo_data={"generate_if_empty": False})
+                 demo_data={"generate_if_empty": False}, monitoring={"min_new_labelled_rows": 1})
     return root
 
 

@@ -23,16 +23,20 @@ pytestmark = pytest.mark.slow
 
 
 def _copy_state(run: PipelineRun, root: Path, with_warehouse: bool = False) -> None:
-    """Landing data and registry (with its champion) of the session run, in a new folder."""
+    """Landing data and registry (with its champion) of the session run, in a new folder; with the
+    warehouse, also its run records and stage outputs, so `--from train` can start from them."""
     shutil.copytree(run.landing, root / "landing")
-    shutil.copytree(run.registry, root / "artifacts" / "registry")
     if with_warehouse:
         shutil.copy(run.warehouse, root / "warehouse.duckdb")
+        shutil.copytree(run.root / "artifacts", root / "artifacts")
+    else:
+        shutil.copytree(run.registry, root / "artifacts" / "registry")
 
 
-def _blocked(root: Path, config: Path, gate: str) -> subprocess.CompletedProcess:
+def _blocked(root: Path, config: Path, gate: str, *args: str) -> subprocess.CompletedProcess:
+    """Retrain (forced: the retrain policy would hold on unchanged data) and expect ``gate`` to block."""
     champion_before = read_champion(root / "artifacts" / "registry")
-    result = run_orchestrator("--config", str(config))
+    result = run_orchestrator("--config", str(config), *args)
     assert result.returncode == 1, result.stdout[-2000:]
     assert "stage 'gates' failed" in result.stderr and gate in result.stderr
     assert "Traceback" not in result.stderr
@@ -56,23 +60,23 @@ def test_model_trained_on_shuffled_labels_is_blocked(pipeline_run: PipelineRun, 
     mart.write_text(mart.read_text().replace("cast(transactions.is_fraud as integer)",
                                              "cast(hash(transactions.transaction_id) % 50 = 0 as integer)"))
     config = write_config(tmp_path, dbt={"project_dir": str(project)}, gates={"metrics": {"roc_auc": 0.7}})
-    result = _blocked(tmp_path, config, "metric validation.roc_auc")
+    result = _blocked(tmp_path, config, "metric validation.roc_auc", "--force")
     assert ">= 0.7" in result.stderr
 
 
 def test_model_that_regresses_against_the_champion_is_blocked(pipeline_run: PipelineRun, tmp_path: Path) -> None:
-    _copy_state(pipeline_run, tmp_path)
+    _copy_state(pipeline_run, tmp_path, with_warehouse=True)
     config = write_config(tmp_path, model={"params": {"max_iter": 2, "max_leaf_nodes": 3, "learning_rate": 0.05}},
                           gates={"regression_tolerance": 0.0})
-    result = _blocked(tmp_path, config, "no regression vs champion (roc_auc)")
+    result = _blocked(tmp_path, config, "no regression vs champion (roc_auc)", "--from", "train")
     assert "scores" in result.stderr and "on the same" in result.stderr
 
 
 def test_model_that_fails_a_slice_threshold_is_blocked(pipeline_run: PipelineRun, tmp_path: Path) -> None:
-    _copy_state(pipeline_run, tmp_path)
+    _copy_state(pipeline_run, tmp_path, with_warehouse=True)
     config = write_config(tmp_path, gates={"slices": [
         {"name": "night", "where": "is_night = 1", "thresholds": {"roc_auc": 0.9999}, "min_rows": 10}]})
-    _blocked(tmp_path, config, "slice night: roc_auc")
+    _blocked(tmp_path, config, "slice night: roc_auc", "--from", "train")
 
 
 def test_slices_by_predicate_and_by_value_are_computed_in_duckdb() -> None:
@@ -110,7 +114,7 @@ def test_manual_promote_and_rollback_are_recorded(pipeline_run: PipelineRun, tmp
     first = read_champion(registry)["bundle_id"]
     # A second run with another seed gives a second bundle; make it a kept candidate by gating it out.
     config = write_config(tmp_path, seed=43, gates={"metrics": {"roc_auc": 0.99999}})
-    assert run_orchestrator("--config", str(config)).returncode == 1
+    assert run_orchestrator("--config", str(config), "--from", "train").returncode == 1
     (candidate,) = [p.name for p in (registry / "candidates").iterdir()]
 
     promoted = run_orchestrator("promote", candidate[:10], "--reason", "hotfix approved by risk team", "--config", str(config))

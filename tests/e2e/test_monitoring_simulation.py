@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 def _simulate(pipeline_run: PipelineRun, root: Path, *drift: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     shutil.copy(pipeline_run.warehouse, root / "warehouse.duckdb")
     shutil.copytree(pipeline_run.landing, root / "landing")
-    shutil.copytree(pipeline_run.registry, root / "artifacts" / "registry")
+    # The whole artifacts folder: registry, and the stage outputs that let unchanged stages skip.
+    shutil.copytree(pipeline_run.root / "artifacts", root / "artifacts")
     config = write_config(root)
     args = ["simulate", "--config", str(config), "--days", "2", *[a for d in drift for a in ("--drift", d)]]
     return run_orchestrator(*args, timeout=400), root

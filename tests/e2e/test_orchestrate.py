@@ -89,7 +89,8 @@ def test_help_lists_the_stages() -> None:
 
 def test_rerun_on_the_same_data_reproduces_the_same_bundle(pipeline_run: PipelineRun) -> None:
     before = read_champion(pipeline_run.registry)["bundle_id"]
-    result = run_orchestrator("--config", str(pipeline_run.config))
+    # --force: every stage reruns (unforced, an unchanged run skips them all; see test_dag.py).
+    result = run_orchestrator("--config", str(pipeline_run.config), "--force")
     assert result.returncode == 0, result.stderr
     assert '"new_partitions": 0' in result.stdout
     after = read_champion(pipeline_run.registry)
