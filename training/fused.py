@@ -126,14 +126,26 @@ class _Graph:
         self.inputs: dict[str, onnx.ValueInfoProto] = {}
         self._n = 0
         self._consts: dict[tuple[Any, ...], str] = {}
+        self._ops: dict[tuple[Any, ...], str] = {}
+        self.fixed: set[str] = set()
+        """Tensors that do not depend on the request (constants and what is computed from them only):
+        they stay [1] and broadcast, so no node is spent expanding them to [N]."""
 
     def name(self, hint: str) -> str:
         self._n += 1
         return f"sql_{hint}_{self._n}"
 
     def op(self, op_type: str, inputs: list[str], hint: str = "", domain: str = "", **attrs: Any) -> str:
+        # The same operation on the same tensors is computed once: the SQL repeats itself (a null
+        # test per use of a column, a row index per looked-up column) and every node costs time.
+        key = (op_type, domain, tuple(inputs), repr(sorted(attrs.items())))
+        if key in self._ops:
+            return self._ops[key]
         out = self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], domain=domain or None, **attrs))
+        if all(i in self.fixed for i in inputs):
+            self.fixed.add(out)
+        self._ops[key] = out
         return out
 
     def const(self, value: Any, dtype: Any) -> str:
@@ -143,15 +155,27 @@ class _Graph:
             name = self.name("const")
             self.initializers.append(numpy_helper.from_array(array, name))
             self._consts[key] = name
+            self.fixed.add(name)
         return self._consts[key]
 
 
 # ---------------------------------------------------------------- the compiler
 
 
+_CleanKey = tuple[str, bool, "str | None"]  # (raw field, trim, case): one string code each
+
+
 class _Compiler:
-    def __init__(self, sql: str, schema: tuple[InputField, ...], tables: dict[str, pa.Table]) -> None:
+    """Compiles in two passes: the first only learns which constants each cleaned string field is
+    compared with (``universes``), the second emits the graph with every such field's string code
+    computed once, up front (see ``emit_string_codes``)."""
+
+    def __init__(self, sql: str, schema: tuple[InputField, ...], tables: dict[str, pa.Table],
+                 universes: dict[_CleanKey, tuple[str, ...]] | None = None) -> None:
         self.g = _Graph()
+        self.learning = universes is None
+        self.universes: dict[_CleanKey, dict[str, None]] = {k: dict.fromkeys(v) for k, v in (universes or {}).items()}
+        self._codes: dict[_CleanKey, str] = {}
         self.fields = {f.name: f for f in schema}
         self.tables = tables
         self.tree = sqlglot.parse_one(sql, read="duckdb")
@@ -161,6 +185,7 @@ class _Compiler:
         self._ref: str | None = None  # a raw input tensor, for shaping constants to [N]
         self._equals: dict[tuple[Any, ...], str] = {}
         self._shape: str | None = None
+        self._expanded: dict[str, str] = {}
         self._false: str | None = None
 
     # ---- raw inputs
@@ -283,11 +308,7 @@ class _Compiler:
             if len(keys) > MAX_REGEX_KEYS:
                 raise FusedCompileError(f"lookup in {what}: {len(keys)} keys compared after cleanup is over the "
                                         f"{MAX_REGEX_KEYS} limit")
-            index = self.g.const(np.full(1, -1), np.int64)
-            for i, k in enumerate(keys):
-                hit = self.string_equals(key, k)
-                index = self.g.op("Where", [hit, self.g.const(i, np.int64), index])
-            return self.shape_like(index, np.int64)
+            return self.cleaned_lookup(key, [str(k) for k in keys])
         raise FusedCompileError(f"lookup in {what}: only string keys are supported")
 
     def gather(self, values: list[Any], index: str, what: str) -> Value:
@@ -296,38 +317,43 @@ class _Compiler:
             return ListLookup(tuple(tuple(v) if v is not None else None for v in values), index)
         if present and isinstance(present[0], str):
             raise FusedCompileError(f"{what}: string columns of frozen tables can only be join keys")
-        numeric = [_to_number(v) for v in values] + [np.nan]  # the last slot is "no row"
-        safe = self.g.op("Where", [self.g.op("Less", [index, self.g.const(0, np.int64)]),
-                                   self.g.const(len(values), np.int64), index], "row")
-        value = self.g.op("Gather", [self.g.const(numeric, np.float64), safe], "gather")
+        # The last slot is "no row": Gather reads index -1 from the end, so a miss is NaN (NULL).
+        numeric = [_to_number(v) for v in values] + [np.nan]
+        value = self.g.op("Gather", [self.g.const(numeric, np.float64), index], "gather")
         return Num(value, self.g.op("IsNaN", [value], "isnull"))
 
     # ---- helpers over values
 
     def false(self) -> str:
         if self._false is None:
-            self._false = self.shape_like(self.g.const([False], np.bool_), np.bool_)
+            self._false = self.g.const([False], np.bool_)
         return self._false
 
-    def shape_like(self, tensor: str, dtype: Any) -> str:
-        """Broadcast a [1] tensor to [N] (N = rows in the request)."""
+    def shape_like(self, tensor: str) -> str:
+        """``tensor`` as [N] (N = rows in the request): constants are [1] until a feature needs all rows."""
+        if tensor not in self.g.fixed:
+            return tensor
         if self._shape is None:
             self.raw(self._ref or next(iter(self.fields)))
             self._shape = self.g.op("Shape", [self._ref], "n")
-        return self.g.op("Expand", [tensor, self._shape], "expand")
+        if tensor not in self._expanded:
+            self._expanded[tensor] = self.g.op("Expand", [tensor, self._shape], "expand")
+        return self._expanded[tensor]
 
     def null_mask(self, v: Value) -> str | None:
         if isinstance(v, Const):
             return None
         if isinstance(v, Str):
-            masks = [m for m in (v.raw_null, self.string_equals(v, "", as_null_check=True) if v.nullif_empty else None) if m]
+            if v.cleaned and v.nullif_empty:  # NULL or cleaned to ''
+                return self.g.op("LessOrEqual", [self.code(v), self.g.const(_CODE_EMPTY, np.int64)], "isnull")
+            masks = [m for m in (v.raw_null, self.string_equals(v, "") if v.nullif_empty else None) if m]
             return self.any(masks)
         if isinstance(v, ListLookup):
             return None
         return v.null
 
     def any(self, masks: list[str | None]) -> str | None:
-        masks = [m for m in masks if m]
+        masks = list(dict.fromkeys(m for m in masks if m))  # the same mask twice would be a wasted Or
         if not masks:
             return None
         out = masks[0]
@@ -342,7 +368,7 @@ class _Compiler:
             return Num(self.g.op("Cast", [v.value], "num", to=TensorProto.DOUBLE), v.null)
         if isinstance(v, Const) and (v.value is None or isinstance(v.value, (int, float))):
             value = np.nan if v.value is None else float(v.value)
-            tensor = self.shape_like(self.g.const([value], np.float64), np.float64)
+            tensor = self.g.const([value], np.float64)
             return Num(tensor, self.g.op("IsNaN", [tensor]) if v.value is None else None)
         raise FusedCompileError(f"{where}: expected a number, got {v}")
 
@@ -350,11 +376,11 @@ class _Compiler:
         if isinstance(v, Bool):
             return v
         if isinstance(v, Const) and (v.value is None or isinstance(v.value, bool)):
-            tensor = self.shape_like(self.g.const([bool(v.value)], np.bool_), np.bool_)
-            return Bool(tensor, self.shape_like(self.g.const([True], np.bool_), np.bool_) if v.value is None else None)
+            tensor = self.g.const([bool(v.value)], np.bool_)
+            return Bool(tensor, self.g.const([True], np.bool_) if v.value is None else None)
         raise FusedCompileError(f"{where}: expected a boolean, got {v}")
 
-    def string_equals(self, s: Str, constant: str, as_null_check: bool = False) -> str:
+    def string_equals(self, s: Str, constant: str) -> str:
         """bool [N]: cleaned(s) == constant (ignoring NULL; callers combine the null mask).
 
         Memoised: vocabulary lookups and list membership often test the same field against the
@@ -365,21 +391,114 @@ class _Compiler:
             self._equals[key] = self._string_equals(s, constant)
         return self._equals[key]
 
+    # ---- cleaned strings: one code per field
+    #
+    # ONNX Runtime pays per node, and a regex per (field, constant) made string work most of the
+    # graph. Instead each cleaned field (trim/lower/upper of one raw input) becomes one int64
+    # "string code": NULL, EMPTY (cleans to ''), OTHER, or _CODE_BASE + the position of the
+    # constant it cleans to among the constants the SQL compares it with. An exact LabelEncoder
+    # over each constant's ASCII case and single-space-padded variants gives the code of most raw
+    # values in one node; only when some row of some field misses that table (padded more,
+    # unseen, or non-ASCII text) does one If run the regexes, which decide those rows exactly as
+    # a regex per constant always did.
+
+    def position(self, s: Str, constant: str) -> int | None:
+        """Code offset of ``constant`` in ``s``'s universe; None when no raw value can clean to it."""
+        if _cleaned_pattern(s, constant) is None:  # also refuses constants that cannot compile exactly
+            return None
+        if constant == "":
+            return None
+        universe = self.universes.setdefault((s.raw, s.trim, s.case), {})
+        if constant not in universe:
+            if not self.learning:
+                raise AssertionError(f"constant {constant!r} for {s.raw} was not seen in the first pass")
+            universe[constant] = None
+        return list(universe).index(constant)
+
+    def code(self, s: Str) -> str:
+        key = (s.raw, s.trim, s.case)
+        if self.learning:
+            self.universes.setdefault(key, {})
+            return f"code_of_{s.raw}"  # pass one discards its graph
+        return self._codes[key]
+
+    def emit_string_codes(self) -> None:
+        """The codes of every cleaned string field, first in the graph (pass two only)."""
+        g = self.g
+        keys = list(self.universes)
+        if not keys:
+            return
+        exact, fallback = [], []
+        for raw, trim, case in keys:
+            s = Str(raw, None, trim, case)
+            self.raw(raw)
+            table = _code_table(s, list(self.universes[(raw, trim, case)]))
+            exact.append(g.op("LabelEncoder", [raw], "code_exact", domain="ai.onnx.ml", keys_strings=list(table),
+                              values_int64s=list(table.values()), default_int64=_CODE_MISS))
+        joined = exact[0] if len(exact) == 1 else g.op("Concat", exact, "codes_exact", axis=0)
+        all_hit = g.op("GreaterOrEqual", [g.op("ReduceMin", [joined], "codes_min", keepdims=0),
+                                          g.const(_CODE_MISS + 1, np.int64)], "codes_all_exact")
+        out = g.name("codes")
+        hit_out, miss_out = g.name("codes_hit"), g.name("codes_miss")
+        then_branch = helper.make_graph([helper.make_node("Identity", [joined], [hit_out])], g.name("all_exact"), [],
+                                        [helper.make_tensor_value_info(hit_out, TensorProto.INT64, [None])])
+        nodes: list[onnx.NodeProto] = []
+        for (raw, trim, case), exact_code in zip(keys, exact):
+            fallback.append(self._regex_codes(Str(raw, None, trim, case), exact_code, nodes))
+        nodes.append(helper.make_node("Concat", fallback, [miss_out], axis=0) if len(fallback) > 1
+                     else helper.make_node("Identity", fallback, [miss_out]))
+        else_branch = helper.make_graph(nodes, g.name("some_missed"), [],
+                                        [helper.make_tensor_value_info(miss_out, TensorProto.INT64, [None])])
+        g.nodes.append(helper.make_node("If", [all_hit], [out], then_branch=then_branch, else_branch=else_branch))
+        if len(keys) == 1:
+            self._codes[keys[0]] = out
+            return
+        split = [g.name("code") for _ in keys]
+        g.nodes.append(helper.make_node("Split", [out], split, axis=0, num_outputs=len(keys)))
+        self._codes.update(zip(keys, split))
+
+    def _regex_codes(self, s: Str, exact: str, nodes: list[onnx.NodeProto]) -> str:
+        """Nodes (for the If's else branch) giving every row of ``s`` its code: exact hits as they
+        are, any other row by one full-match regex per constant."""
+        g = self.g
+        code = g.const([_CODE_OTHER], np.int64)
+        tests = [(pattern, _CODE_BASE + i) for i, constant in enumerate(self.universes[(s.raw, s.trim, s.case)])
+                 if (pattern := _cleaned_pattern(s, constant)) is not None]
+        tests.append((_cleaned_pattern(s, ""), _CODE_EMPTY))
+        for pattern, value in tests:
+            hit, chained = g.name("match"), g.name("chain")
+            nodes.append(helper.make_node("RegexFullMatch", [s.raw], [hit], pattern=pattern))
+            nodes.append(helper.make_node("Where", [hit, g.const(value, np.int64), code], [chained]))
+            code = chained
+        is_exact, out = g.name("is_exact"), g.name("code_regex")
+        # NULL ("\0") is always in the exact table, so exact hits cover it.
+        nodes.append(helper.make_node("GreaterOrEqual", [exact, g.const(_CODE_MISS + 1, np.int64)], [is_exact]))
+        nodes.append(helper.make_node("Where", [is_exact, exact, code], [out]))
+        return out
+
     def _string_equals(self, s: Str, constant: str) -> str:
         if not s.cleaned:
             return self.g.op("Equal", [s.raw, self.g.const(constant, object)], "streq")
-        target = constant
-        if s.case == "lower" and target != target.lower() or s.case == "upper" and target != target.upper():
-            return self.false()  # lower(x) can never equal a string with upper-case letters
-        if s.case is not None and any(ord(c) > 127 for c in target):
-            raise FusedCompileError(f"string comparison with {constant!r} after {s.case}(): only ASCII constants "
-                                    "are compiled (Unicode case mapping differs between engines)")
-        body = re.escape(target)
-        if s.case is not None:
-            body = f"(?i:{body})"
-        pattern = f" *{body} *" if s.trim else body
-        # re2 full match; (?s) so "." never matters and newlines are ordinary characters.
-        return self.g.op("RegexFullMatch", [s.raw], "match", pattern=f"(?s){pattern}")
+        if constant == "":
+            _cleaned_pattern(s, constant)
+            return self.g.op("Equal", [self.code(s), self.g.const(_CODE_EMPTY, np.int64)], "is_empty")
+        position = self.position(s, constant)
+        if position is None:
+            return self.false()
+        return self.g.op("Equal", [self.code(s), self.g.const(_CODE_BASE + position, np.int64)], "streq")
+
+    def cleaned_lookup(self, key: Str, keys: list[str]) -> str:
+        """int64 [N]: the position in ``keys`` of the cleaned ``key``, or -1 (NULL never joins)."""
+        position = {k: i for i, k in enumerate(keys)}
+        offsets = [(self.position(key, k), i) for i, k in enumerate(keys)]
+        size = _CODE_BASE + len(self.universes.get((key.raw, key.trim, key.case), {}))
+        mapping = np.full(size, -1, dtype=np.int64)
+        for offset, i in offsets:
+            if offset is not None:
+                mapping[_CODE_BASE + offset] = i
+        if "" in position and not key.nullif_empty:
+            mapping[_CODE_EMPTY] = position[""]
+        return self.g.op("Gather", [self.g.const(mapping, np.int64), self.code(key)], "lookup")
 
     # ---- expressions
 
@@ -699,8 +818,12 @@ class _Compiler:
 
     # ---- output
 
-    def features(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
-        """Compile the final SELECT's columns named ``names`` into float32 [N] tensors (NULL -> NaN)."""
+    def features(self, names: tuple[str, ...]) -> str:
+        """Compile the final SELECT's columns named ``names`` into the float32 [N, F] matrix (NULL -> NaN).
+
+        The columns are concatenated end to end and reshaped, and NULLs are set in one ``Where``:
+        a handful of nodes whatever F is, where a Cast and an Unsqueeze per column were 2F.
+        """
         final = self.tree
         if not isinstance(final, exp.Select):
             raise FusedCompileError("serving SQL must be a SELECT")
@@ -708,18 +831,74 @@ class _Compiler:
         body.set("with_", None)
         body.set("with", None)
         scope = self.select_scope(body, "final select")
-        out = []
+        values, nulls = [], []
         for name in names:
             value = scope.get(name, "final select")
             if isinstance(value, Const):
                 if not isinstance(value.value, (int, float, type(None))):
                     raise FusedCompileError(f"feature {name!r} is a non-numeric constant")
             v = self.num(value, f"feature {name!r}")
-            tensor = v.value
-            if v.null:
-                tensor = self.g.op("Where", [v.null, self.g.const(np.nan, np.float64), tensor], "nan")
-            out.append((name, self.g.op("Cast", [tensor], "f32", to=TensorProto.FLOAT)))
-        return out
+            values.append(self.shape_like(v.value))
+            nulls.append(v.null)
+        g = self.g
+        flat = g.op("Concat", values, "columns", axis=0)
+        if any(nulls):
+            masks = g.op("Concat", [self.shape_like(m or self.false()) for m in nulls], "nulls", axis=0)
+            flat = g.op("Where", [masks, g.const(np.nan, np.float64), flat], "nan")
+        by_column = g.op("Reshape", [flat, g.const([len(names), -1], np.int64)], "by_column")
+        return g.op("Cast", [g.op("Transpose", [by_column], "by_row", perm=[1, 0])], "f32", to=TensorProto.FLOAT)
+
+
+_CODE_MISS = -1  # not in the exact table: the row needs the regex fallback
+_CODE_NULL, _CODE_EMPTY, _CODE_OTHER, _CODE_BASE = 0, 1, 2, 3
+
+
+def _clean(s: Str, text: str) -> str:
+    """What TRIM/LOWER/UPPER of ``s`` make of ``text`` (ASCII text only, where engines agree)."""
+    if s.trim:
+        text = text.strip(" ")
+    if s.case is not None:
+        text = text.lower() if s.case == "lower" else text.upper()
+    return text
+
+
+def _cleaned_pattern(s: Str, constant: str) -> str | None:
+    """re2 full-match pattern for ``cleaned(s) == constant``, or None when no raw value can match."""
+    if s.trim and constant != constant.strip(" "):
+        return None  # trim(x) never starts or ends with a space
+    if s.case == "lower" and constant != constant.lower() or s.case == "upper" and constant != constant.upper():
+        return None  # lower(x) can never equal a string with upper-case letters
+    if s.case is not None and any(ord(c) > 127 for c in constant):
+        raise FusedCompileError(f"string comparison with {constant!r} after {s.case}(): only ASCII constants "
+                                "are compiled (Unicode case mapping differs between engines)")
+    body = re.escape(constant)
+    if s.case is not None:
+        body = f"(?i:{body})"
+    pattern = f" *{body} *" if s.trim else body
+    # re2 full match; (?s) so "." never matters and newlines are ordinary characters.
+    return f"(?s){pattern}"
+
+
+def _code_table(s: Str, universe: list[str]) -> dict[str, int]:
+    """The exact LabelEncoder table of a cleaned field: raw strings whose code is certain.
+
+    Each constant's ASCII case variants, bare and (under TRIM) padded with one space, plus the
+    empty and space-only strings and the NULL marker. Codes are computed by ``_clean``, the SQL
+    cleanup itself, so the table agrees with the regexes by construction."""
+    position = {c: _CODE_BASE + i for i, c in enumerate(universe)}
+    pads = ("", " ") if s.trim else ("",)
+    candidates = {"", " ", "  "} if s.trim else {""}
+    for constant in universe:
+        for variant in {constant, constant.lower(), constant.upper(), constant.title(), constant.capitalize()}:
+            candidates.update(left + variant + right for left in pads for right in pads)
+    table = {}
+    for text in sorted(candidates):
+        if STRING_NULL in text or (s.case is not None and not text.isascii()):
+            continue
+        cleaned = _clean(s, text)
+        table[text] = _CODE_EMPTY if cleaned == "" else position.get(cleaned, _CODE_OTHER)
+    table[STRING_NULL] = _CODE_NULL
+    return table
 
 
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
@@ -779,11 +958,13 @@ class FusedModel:
 def compile_fused(sql: str, schema: tuple[InputField, ...], tables: dict[str, pa.Table],
                   feature_names: tuple[str, ...], model_bytes: bytes) -> FusedModel:
     """Compile ``sql`` into ONNX operators and merge them in front of ``model_bytes``."""
-    compiler = _Compiler(sql, schema, tables)
-    columns = compiler.features(feature_names)
+    learner = _Compiler(sql, schema, tables)
+    learner.features(feature_names)
+    compiler = _Compiler(sql, schema, tables, {k: tuple(v) for k, v in learner.universes.items()})
+    compiler.emit_string_codes()
+    matrix = compiler.features(feature_names)
     g = compiler.g
-    unsqueezed = [g.op("Unsqueeze", [t, g.const([1], np.int64)], f"col_{n}") for n, t in columns]
-    g.nodes.append(helper.make_node("Concat", unsqueezed, [FEATURES_OUTPUT], axis=1))
+    g.nodes.append(helper.make_node("Identity", [matrix], [FEATURES_OUTPUT]))
 
     model = onnx.load_from_string(model_bytes)
     model_input = model.graph.input[0].name

@@ -36,7 +36,8 @@ TABLES = {"stats": STATS, "vocab": VOCAB, "state": STATE}
 
 def _records(n: int = 400, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
-    cats = ["grocery", " Grocery ", "TRAVEL", "travel ", "", "   ", None, "spaceships", "grocery x", "ünï"]
+    cats = ["grocery", " Grocery ", "TRAVEL", "travel ", "", "   ", None, "spaceships", "grocery x", "ünï", "Travel",
+            "GROCERY", "  grocery  ", "\tgrocery", " "]
     users = ["u1", "u2", "u3", None, "U1", " u1"]
     stamps = [dt.datetime(2026, 3, 29, 0, 0), dt.datetime(2026, 3, 29, 1, 30, 0, 500), dt.datetime(1969, 12, 31, 23, 59, 59),
               dt.datetime(2024, 2, 29, 12), dt.datetime(2100, 12, 31, 23, 59, 59), None]
@@ -67,10 +68,16 @@ def _compare(features: dict[str, str], joins: str = "", records: list[dict] | No
     con.register("request", request)
     expected = con.execute(sql).fetch_arrow_table()
     session = ort.InferenceSession(fused.onnx, providers=["CPUExecutionProvider"])
-    got = session.run(["features"], encode_inputs(request, fused.inputs))[0]
-    for j, name in enumerate(names):
-        want = expected.column(name).to_numpy(zero_copy_only=False).astype(np.float64).astype(np.float32)
-        np.testing.assert_allclose(got[:, j], want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+    feeds = encode_inputs(request, fused.inputs)
+    batch = session.run(["features"], feeds)[0]
+    # Row by row too: a lone clean row takes the exact-lookup branch, a batch with any dirty row the
+    # regex fallback, and both must agree with DuckDB.
+    rows = np.concatenate([session.run(["features"], {k: v[i:i + 1] for k, v in feeds.items()})[0]
+                           for i in range(request.num_rows)])
+    for got in (batch, rows):
+        for j, name in enumerate(names):
+            want = expected.column(name).to_numpy(zero_copy_only=False).astype(np.float64).astype(np.float32)
+            np.testing.assert_allclose(got[:, j], want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
 
 
 def test_arithmetic_functions_and_null_semantics() -> None:
