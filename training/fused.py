@@ -98,7 +98,18 @@ class ListLookup:
     index: str
 
 
-Value = Const | Num | Bool | Str | ListLookup
+@dataclass(frozen=True)
+class Coded:
+    """A value that depends on one cleaned string field only: its value for each string code
+    (see ``_Compiler.emit_string_codes``). Operations on it are evaluated at compile time, code
+    by code, with the compiler's own constant folding; a tensor is one ``Gather`` when needed."""
+
+    code: str
+    table: tuple[Any, ...]
+
+
+Value = Const | Num | Bool | Str | ListLookup | Coded
+_OTHER_TEXT = object()  # the cleaned text of a row matching none of the field's constants
 
 
 @dataclass
@@ -176,6 +187,7 @@ class _Compiler:
         self.learning = universes is None
         self.universes: dict[_CleanKey, dict[str, None]] = {k: dict.fromkeys(v) for k, v in (universes or {}).items()}
         self._codes: dict[_CleanKey, str] = {}
+        self._coded_lookups: dict[str, tuple[str, tuple[int, ...]]] = {}
         self.fields = {f.name: f for f in schema}
         self.tables = tables
         self.tree = sqlglot.parse_one(sql, read="duckdb")
@@ -317,6 +329,9 @@ class _Compiler:
             return ListLookup(tuple(tuple(v) if v is not None else None for v in values), index)
         if present and isinstance(present[0], str):
             raise FusedCompileError(f"{what}: string columns of frozen tables can only be join keys")
+        if index in self._coded_lookups:
+            code, mapping = self._coded_lookups[index]
+            return Coded(code, tuple(None if m < 0 or values[m] is None else _to_number(values[m]) for m in mapping))
         # The last slot is "no row": Gather reads index -1 from the end, so a miss is NaN (NULL).
         numeric = [_to_number(v) for v in values] + [np.nan]
         value = self.g.op("Gather", [self.g.const(numeric, np.float64), index], "gather")
@@ -340,7 +355,35 @@ class _Compiler:
             self._expanded[tensor] = self.g.op("Expand", [tensor, self._shape], "expand")
         return self._expanded[tensor]
 
+    def coded(self, s: Str) -> Coded:
+        """The cleaned text of ``s`` per code: NULL, '' (NULL under NULLIF), other, the constants."""
+        universe = tuple(self.universes.get((s.raw, s.trim, s.case), {}))
+        return Coded(self.code(s), (None, None if s.nullif_empty else "", _OTHER_TEXT, *universe))
+
+    def elementwise(self, fn: Callable[..., Value], values: list[Value]) -> Value | None:
+        """``fn`` folded code by code when every argument is a constant or Coded on one field; else None."""
+        codes = {v.code for v in values if isinstance(v, Coded)}
+        if len(codes) != 1 or not all(isinstance(v, (Coded, Const)) for v in values):
+            return None
+        sizes = {len(v.table) for v in values if isinstance(v, Coded)}
+        if len(sizes) > 1 and not self.learning:  # in pass one a field's constants are still being found
+            raise AssertionError(f"codes of different sizes for {codes}")
+        out = []
+        for i in range(max(sizes)):
+            folded = fn(*(Const(v.table[i] if i < len(v.table) else None) if isinstance(v, Coded) else v for v in values))
+            if not isinstance(folded, Const):
+                return None
+            out.append(folded.value)
+        return Coded(codes.pop(), tuple(out))
+
+    def gathered(self, v: Coded, dtype: Any, fill: Any) -> str:
+        table = [fill if x is None or x is _OTHER_TEXT else x for x in v.table]
+        return self.g.op("Gather", [self.g.const(table, dtype), v.code], "coded")
+
     def null_mask(self, v: Value) -> str | None:
+        if isinstance(v, Coded):
+            return self.gathered(Coded(v.code, tuple(x is None for x in v.table)), np.bool_, False) \
+                if any(x is None for x in v.table) else None
         if isinstance(v, Const):
             return None
         if isinstance(v, Str):
@@ -364,6 +407,10 @@ class _Compiler:
     def num(self, v: Value, where: str) -> Num:
         if isinstance(v, Num):
             return v
+        if isinstance(v, Coded):
+            if not all(x is None or isinstance(x, (bool, int, float)) for x in v.table):
+                raise FusedCompileError(f"{where}: expected a number, got a string")
+            return Num(self.gathered(v, np.float64, np.nan), self.null_mask(v))
         if isinstance(v, Bool):
             return Num(self.g.op("Cast", [v.value], "num", to=TensorProto.DOUBLE), v.null)
         if isinstance(v, Const) and (v.value is None or isinstance(v.value, (int, float))):
@@ -375,6 +422,8 @@ class _Compiler:
     def boolean(self, v: Value, where: str) -> Bool:
         if isinstance(v, Bool):
             return v
+        if isinstance(v, Coded) and all(x is None or isinstance(x, bool) for x in v.table):
+            return Bool(self.gathered(v, np.bool_, False), self.null_mask(v))
         if isinstance(v, Const) and (v.value is None or isinstance(v.value, bool)):
             tensor = self.g.const([bool(v.value)], np.bool_)
             return Bool(tensor, self.g.const([True], np.bool_) if v.value is None else None)
@@ -498,7 +547,9 @@ class _Compiler:
                 mapping[_CODE_BASE + offset] = i
         if "" in position and not key.nullif_empty:
             mapping[_CODE_EMPTY] = position[""]
-        return self.g.op("Gather", [self.g.const(mapping, np.int64), self.code(key)], "lookup")
+        index = self.g.op("Gather", [self.g.const(mapping, np.int64), self.code(key)], "lookup")
+        self._coded_lookups[index] = (self.code(key), tuple(int(m) for m in mapping))
+        return index
 
     # ---- expressions
 
@@ -523,6 +574,8 @@ class _Compiler:
             return Const(())
         if isinstance(node, exp.Neg):
             return self.arith("Neg", [e(node.this)], sql)
+        if isinstance(node, exp.Add) and (counted := self.indicator_sum(node, e, sql)) is not None:
+            return counted
         if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div)):
             op = {exp.Add: "Add", exp.Sub: "Sub", exp.Mul: "Mul", exp.Div: "Div"}[type(node)]
             return self.arith(op, [e(node.this), e(node.expression)], sql)
@@ -542,14 +595,20 @@ class _Compiler:
             inner = e(node.this)
             if isinstance(inner, Const):
                 return Const(None if inner.value is None else not inner.value)
+            if isinstance(inner, Coded):
+                return self.elementwise(lambda c: Const(None if c.value is None else not c.value), [inner]) or inner
             b = self.boolean(inner, sql)
             return Bool(g.op("Not", [b.value]), b.null)
         if isinstance(node, exp.Is):
             if not isinstance(node.expression, exp.Null):
                 raise FusedCompileError(f"{where}: only IS [NOT] NULL is supported: {sql}")
             inner = e(node.this)
+            if isinstance(inner, Str) and inner.cleaned:
+                inner = self.coded(inner)
             if isinstance(inner, Const):
                 return Const(inner.value is None)
+            if isinstance(inner, Coded):
+                return self.elementwise(lambda c: Const(c.value is None), [inner]) or inner
             mask = self.null_mask(inner)
             return Const(False) if mask is None else Bool(mask, None)
         if isinstance(node, exp.Coalesce):
@@ -583,9 +642,44 @@ class _Compiler:
         raise FusedCompileError(f"{where}: {type(node).__name__} is outside the compiled SQL subset: {sql} "
                                 f"(supported: {SUPPORTED})")
 
+    def indicator_sum(self, node: exp.Add, e: Callable[[exp.Expression], Value], sql: str) -> Value | None:
+        """``cast(x >= c1 as integer) + cast(x >= c2 as integer) + ...`` (a bucket number) as one
+        comparison of x against all the constants and a sum, instead of three nodes per term.
+        None when the expression has another shape; the generic path compiles it then."""
+        terms: list[exp.Expression] = []
+        stack: list[exp.Expression] = [node]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, exp.Paren):
+                stack.append(n.this)
+            elif isinstance(n, exp.Add):
+                stack += [n.expression, n.this]
+            else:
+                terms.append(n)
+        integer = (exp.DataType.Type.INT, exp.DataType.Type.BIGINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.TINYINT)
+        kinds = {exp.GT: "Greater", exp.GTE: "GreaterOrEqual", exp.LT: "Less", exp.LTE: "LessOrEqual"}
+        if len(terms) < 3 or not all(isinstance(t, exp.Cast) and t.to.this in integer and type(t.this) in kinds
+                                     for t in terms):
+            return None
+        if len({type(t.this) for t in terms}) != 1 or len({t.this.this.sql("duckdb") for t in terms}) != 1:
+            return None
+        x = e(terms[0].this.this)
+        bounds = [e(t.this.expression) for t in terms]
+        if not isinstance(x, Num) or not all(isinstance(b, Const) and isinstance(b.value, (int, float))
+                                             and not isinstance(b.value, bool) for b in bounds):
+            return None
+        g = self.g
+        column = g.op("Unsqueeze", [x.value, g.const([1], np.int64)], "as_column")
+        hits = g.op(kinds[type(terms[0].this)], [column, g.const([[float(b.value) for b in bounds]], np.float64)], "cmp")
+        counted = g.op("ReduceSum", [g.op("Cast", [hits], "num", to=TensorProto.DOUBLE), g.const([1], np.int64)],
+                       "count", keepdims=0)
+        return Num(counted, x.null)
+
     def arith(self, op: str, args: list[Value], sql: str) -> Value:
         if all(isinstance(a, Const) for a in args):
             return Const(_fold(op, [a.value for a in args]))
+        if folded := self.elementwise(lambda *cs: self.arith(op, list(cs), sql), args):
+            return folded
         nums = [self.num(a, sql) for a in args]
         if op == "Log" and "LOG(" in sql.upper() and "LN(" not in sql.upper():
             value = self.g.op("Div", [self.g.op("Log", [nums[0].value]), self.g.const(np.log(10.0), np.float64)])
@@ -598,6 +692,12 @@ class _Compiler:
             return Const(_fold(kind.__name__, [left.value, right.value]))
         if isinstance(right, Str) and isinstance(left, Const):
             left, right = right, left
+        if (isinstance(left, Str) and left.cleaned and isinstance(right, Const) and isinstance(right.value, str)
+                and kind in (exp.EQ, exp.NEQ)):
+            self.position(left, right.value)  # the constant joins the field's codes
+            left = self.coded(left)
+        if folded := self.elementwise(lambda a, b: self.compare(kind, a, b, sql), [left, right]):
+            return folded
         if isinstance(left, Str):
             if not isinstance(right, Const) or not isinstance(right.value, (str, type(None))) or kind not in (exp.EQ, exp.NEQ):
                 raise FusedCompileError(f"string comparison must be = or <> against a constant: {sql}")
@@ -618,6 +718,8 @@ class _Compiler:
     def logic(self, op: str, left: Value, right: Value, sql: str) -> Value:
         if isinstance(left, Const) and isinstance(right, Const):
             return Const(_fold(op, [left.value, right.value]))
+        if folded := self.elementwise(lambda a, b: self.logic(op, a, b, sql), [left, right]):
+            return folded
         a, b = self.boolean(left, sql), self.boolean(right, sql)
         g = self.g
         value = g.op(op, [a.value, b.value])
@@ -639,6 +741,8 @@ class _Compiler:
             if all(isinstance(v, Const) and v.value == () for v in values[1:]):
                 return values[0]  # a missing list is an empty list for list_contains
             raise FusedCompileError(f"COALESCE of a list is only supported with []: {sql}")
+        if folded := self.elementwise(lambda *cs: self.coalesce(list(cs), sql), values):
+            return folded
         result = values[-1]
         for v in reversed(values[:-1]):
             if isinstance(v, Const):
@@ -695,6 +799,8 @@ class _Compiler:
         return Str(value.raw, value.raw_null, value.trim, "lower" if kind is exp.Lower else "upper")
 
     def cast(self, value: Value, to: exp.DataType, sql: str) -> Value:
+        if isinstance(value, Coded) and (folded := self.elementwise(lambda c: self.cast(c, to, sql), [value])):
+            return folded
         target = to.this
         T = exp.DataType.Type
         if target in (T.TEXT, T.VARCHAR):
@@ -751,6 +857,9 @@ class _Compiler:
             cond, value = e(condition), e(then)
             if isinstance(cond, Const):
                 result = value if cond.value else result
+                continue
+            if folded := self.elementwise(lambda c, a, b: a if c.value else b, [cond, value, result]):
+                result = folded
                 continue
             c = self.boolean(cond, sql)
             take = c.value if c.null is None else self.g.op("And", [c.value, self.g.op("Not", [c.null])])
@@ -901,6 +1010,28 @@ def _code_table(s: Str, universe: list[str]) -> dict[str, int]:
     return table
 
 
+def _node_inputs(node: onnx.NodeProto) -> set[str]:
+    """Tensors a node reads, including those its subgraphs (an If's branches) read from outside."""
+    names = set(node.input)
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            inner = {name for n in attr.g.node for name in _node_inputs(n)}
+            produced = {o for n in attr.g.node for o in n.output}
+            names |= inner - produced
+    return names - {""}
+
+
+def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """The nodes the outputs depend on, in order: compiled values the SQL computed but no feature
+    uses (a row index whose lookups were all folded, say) would still cost time."""
+    needed, keep = set(outputs), []
+    for node in reversed(nodes):
+        if needed.intersection(node.output):
+            keep.append(node)
+            needed |= _node_inputs(node)
+    return keep[::-1]
+
+
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     if isinstance(node, exp.And):
         return _conjuncts(node.this) + _conjuncts(node.expression)
@@ -976,10 +1107,12 @@ def compile_fused(sql: str, schema: tuple[InputField, ...], tables: dict[str, pa
     outputs = [helper.make_tensor_value_info(FEATURES_OUTPUT, TensorProto.FLOAT, [None, len(feature_names)])]
     for o in renamed.graph.output:
         outputs.append(o)
-    inputs = [g.inputs[name] for name in compiler.fields if name in g.inputs]
+    nodes = _live(g.nodes + list(renamed.graph.node), [o.name for o in outputs])
+    used = {name for node in nodes for name in _node_inputs(node)}
+    inputs = [g.inputs[name] for name in compiler.fields if name in g.inputs and name in used]
     graph = helper.make_graph(
-        g.nodes + list(renamed.graph.node), "fused_features_and_model", inputs, outputs,
-        initializer=g.initializers + list(renamed.graph.initializer),
+        nodes, "fused_features_and_model", inputs, outputs,
+        initializer=[t for t in g.initializers + list(renamed.graph.initializer) if t.name in used],
     )
     opsets = {o.domain: o.version for o in model.opset_import}
     opsets[""] = max(opsets.get("", OPSET), OPSET)

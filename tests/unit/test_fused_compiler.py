@@ -159,3 +159,13 @@ def test_the_fused_graph_is_a_valid_standalone_onnx_model() -> None:
     onnx.checker.check_model(model, full_check=True)
     assert [i.name for i in model.graph.input] == ["at"]  # only the fields the features use
     assert [o.name for o in model.graph.output] == ["features", "model_out"]
+
+
+def test_a_sum_of_indicator_comparisons_is_one_vector_comparison_and_agrees() -> None:
+    bucket = " + ".join(f"cast(t.amount >= {c} as integer)" for c in (-3, 0, 2.5, 1e9))
+    _compare({"bucket": f"({bucket})", "bucket_n": " + ".join(f"cast(t.n < {c} as integer)" for c in (0, 12, 13)),
+              "mixed": "cast(t.amount >= 0 as integer) + cast(t.n >= 0 as integer) + cast(t.amount >= 2 as integer)"},
+             joins="cross join stats as s")
+    sql = f"with t as (select * from request) select t.__row_id, ({bucket}) as f from t as t"
+    ops = [n.op_type for n in onnx.load_from_string(compile_fused(sql, SCHEMA, TABLES, ("f",), _identity_model(1)).onnx).graph.node]
+    assert ops.count("GreaterOrEqual") == 1 and "ReduceSum" in ops, ops
