@@ -40,6 +40,9 @@ from training.errors import FusedCompileError
 OPSET = 20
 ML_OPSET = 4
 MAX_REGEX_KEYS = 512
+MAX_CODED_ROWS = 1 << 17
+"""Frozen tables up to this many rows are folded code by code (values derived from a looked-up
+row become one table); bigger ones are looked up and computed on tensors at run time."""
 SUPPORTED = (
     "+ - * /, comparisons, AND/OR/NOT; CASE WHEN; COALESCE, NULLIF, IS [NOT] NULL; LN, LOG10, EXP, "
     "SQRT, ABS, POWER, LEAST, GREATEST, FLOOR, CEIL, ROUND; CAST; string = and IN against constants "
@@ -188,6 +191,7 @@ class _Compiler:
         self.universes: dict[_CleanKey, dict[str, None]] = {k: dict.fromkeys(v) for k, v in (universes or {}).items()}
         self._codes: dict[_CleanKey, str] = {}
         self._coded_lookups: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self._row_lookups: dict[str, int] = {}  # exact lookup index -> rows of its table
         self.fields = {f.name: f for f in schema}
         self.tables = tables
         self.tree = sqlglot.parse_one(sql, read="duckdb")
@@ -308,19 +312,21 @@ class _Compiler:
             scope.columns[column] = (lambda values=values, col=column: self.gather(values, index, f"{name}.{col}"))
         return scope
 
-    def lookup_index(self, key: Value, keys: list[Any], what: str) -> str:
-        """int64 [N]: the row whose key equals ``key``, or -1."""
+    def lookup_index(self, key: Value, keys: list[Any], what: str, offset: int = 0) -> str:
+        """int64 [N]: the row whose key equals ``key``, or -1; plus ``offset``, folded into the tables."""
         if isinstance(key, Str) and not key.cleaned:
-            index = self.g.op("LabelEncoder", [key.raw], "lookup", domain="ai.onnx.ml",
-                              keys_strings=[str(k) for k in keys], values_int64s=list(range(len(keys))), default_int64=-1)
+            index = self.g.op("LabelEncoder", [key.raw], "lookup", domain="ai.onnx.ml", keys_strings=[str(k) for k in keys],
+                              values_int64s=[i + offset for i in range(len(keys))], default_int64=offset - 1)
             if key.raw_null is not None or key.nullif_empty:
-                index = self.g.op("Where", [self.null_mask(key) or self.false(), self.g.const(-1, np.int64), index])
+                index = self.g.op("Where", [self.null_mask(key) or self.false(), self.g.const(offset - 1, np.int64), index])
+            if offset == 0 and len(keys) < MAX_CODED_ROWS:
+                self._row_lookups[index] = len(keys)
             return index
         if isinstance(key, Str):
             if len(keys) > MAX_REGEX_KEYS:
                 raise FusedCompileError(f"lookup in {what}: {len(keys)} keys compared after cleanup is over the "
                                         f"{MAX_REGEX_KEYS} limit")
-            return self.cleaned_lookup(key, [str(k) for k in keys])
+            return self.cleaned_lookup(key, [str(k) for k in keys], offset)
         raise FusedCompileError(f"lookup in {what}: only string keys are supported")
 
     def gather(self, values: list[Any], index: str, what: str) -> Value:
@@ -332,6 +338,8 @@ class _Compiler:
         if index in self._coded_lookups:
             code, mapping = self._coded_lookups[index]
             return Coded(code, tuple(None if m < 0 or values[m] is None else _to_number(values[m]) for m in mapping))
+        if index in self._row_lookups:  # Gather reads index -1 from the end: the "no row" slot
+            return Coded(index, tuple(None if v is None else _to_number(v) for v in values) + (None,))
         # The last slot is "no row": Gather reads index -1 from the end, so a miss is NaN (NULL).
         numeric = [_to_number(v) for v in values] + [np.nan]
         value = self.g.op("Gather", [self.g.const(numeric, np.float64), index], "gather")
@@ -370,7 +378,11 @@ class _Compiler:
             raise AssertionError(f"codes of different sizes for {codes}")
         out = []
         for i in range(max(sizes)):
-            folded = fn(*(Const(v.table[i] if i < len(v.table) else None) if isinstance(v, Coded) else v for v in values))
+            try:
+                folded = fn(*(Const(v.table[i] if i < len(v.table) else None) if isinstance(v, Coded) else v
+                              for v in values))
+            except (FusedCompileError, TypeError, ZeroDivisionError, OverflowError):
+                return None  # not foldable constant by constant: computed on tensors instead
             if not isinstance(folded, Const):
                 return None
             out.append(folded.value)
@@ -536,19 +548,20 @@ class _Compiler:
             return self.false()
         return self.g.op("Equal", [self.code(s), self.g.const(_CODE_BASE + position, np.int64)], "streq")
 
-    def cleaned_lookup(self, key: Str, keys: list[str]) -> str:
-        """int64 [N]: the position in ``keys`` of the cleaned ``key``, or -1 (NULL never joins)."""
+    def cleaned_lookup(self, key: Str, keys: list[str], offset: int = 0) -> str:
+        """int64 [N]: the position in ``keys`` of the cleaned ``key``, or -1 (NULL never joins); plus ``offset``."""
         position = {k: i for i, k in enumerate(keys)}
-        offsets = [(self.position(key, k), i) for i, k in enumerate(keys)]
+        places = [(self.position(key, k), i) for i, k in enumerate(keys)]
         size = _CODE_BASE + len(self.universes.get((key.raw, key.trim, key.case), {}))
         mapping = np.full(size, -1, dtype=np.int64)
-        for offset, i in offsets:
-            if offset is not None:
-                mapping[_CODE_BASE + offset] = i
+        for place, i in places:
+            if place is not None:
+                mapping[_CODE_BASE + place] = i
         if "" in position and not key.nullif_empty:
             mapping[_CODE_EMPTY] = position[""]
-        index = self.g.op("Gather", [self.g.const(mapping, np.int64), self.code(key)], "lookup")
-        self._coded_lookups[index] = (self.code(key), tuple(int(m) for m in mapping))
+        index = self.g.op("Gather", [self.g.const(mapping + offset, np.int64), self.code(key)], "lookup")
+        if offset == 0:
+            self._coded_lookups[index] = (self.code(key), tuple(int(m) for m in mapping))
         return index
 
     # ---- expressions
@@ -757,6 +770,12 @@ class _Compiler:
         return result
 
     def nullif(self, value: Value, other: Value, sql: str) -> Value:
+        if isinstance(value, Const) and isinstance(other, Const) and not isinstance(value.value, (str, tuple)):
+            return Const(None if value.value is None or value.value == other.value else value.value)
+        if folded := self.elementwise(lambda a, b: self.nullif(a, b, sql), [value, other]):
+            return folded
+        if isinstance(value, Coded):
+            value = self.num(value, sql)
         if isinstance(value, Str) and isinstance(other, Const) and other.value == "":
             return Str(value.raw, value.raw_null, value.trim, value.case, True)
         if isinstance(value, (Num, Bool)) and isinstance(other, Const) and isinstance(other.value, (int, float)):
@@ -879,18 +898,23 @@ class _Compiler:
         if len(domain) > MAX_REGEX_KEYS and item.cleaned:
             raise FusedCompileError(f"LIST_CONTAINS over {len(domain)} distinct cleaned values is over the limit: {sql}")
         g = self.g
-        position = self.lookup_index(item, domain, "list values")  # which domain value the item is, or -1
+        # key = (row + 1) * width + (position + 1): a missing row (-1) or value (-1) lands in row or
+        # column 0, which no listed pair uses, so no validity test is needed.
         width = len(domain) + 1
-        pairs = sorted({row_i * width + domain.index(v) for row_i, row in enumerate(lists.lists) if row for v in row})
-        key = g.op("Add", [g.op("Mul", [lists.index, g.const(width, np.int64)]), position], "pair")
+        shifted = self.lookup_index(item, domain, "list values", offset=width + 1)  # row*width + this = key
+        pairs = sorted({(row_i + 1) * width + domain.index(v) + 1
+                        for row_i, row in enumerate(lists.lists) if row for v in row})
+        key = g.op("Add", [g.op("Mul", [lists.index, g.const(width, np.int64)]), shifted], "pair")
         found = g.op("LabelEncoder", [key], "inlist", domain="ai.onnx.ml", keys_int64s=pairs or [-1],
                      values_int64s=[1] * len(pairs) if pairs else [0], default_int64=0)
-        valid = g.op("And", [g.op("GreaterOrEqual", [lists.index, g.const(0, np.int64)]),
-                             g.op("GreaterOrEqual", [position, g.const(0, np.int64)])])
-        hit = g.op("And", [g.op("Equal", [found, g.const(1, np.int64)]), valid], "contains")
+        hit = g.op("Cast", [found], "contains", to=TensorProto.BOOL)
         return Bool(hit, self.null_mask(item))
 
     def time_part(self, kind: type, value: Value, sql: str) -> Value:
+        if isinstance(value, Coded):
+            if kind is exp.TimeToUnix:
+                return value
+            value = self.num(value, sql)
         if not isinstance(value, Num):
             raise FusedCompileError(f"{sql}: expected a timestamp")
         g = self.g
