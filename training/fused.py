@@ -76,6 +76,8 @@ class Num:
 class Bool:
     value: str
     null: str | None
+    false_when_null: bool = False
+    """``value`` is already False wherever ``null`` is set, so "true and not null" is just ``value``."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,11 @@ class _Compiler:
         self.universes: dict[_CleanKey, dict[str, None]] = {k: dict.fromkeys(v) for k, v in (universes or {}).items()}
         self._codes: dict[_CleanKey, str] = {}
         self._coded_lookups: dict[str, tuple[str, tuple[int, ...]]] = {}
+        # Tensors that are NaN wherever they are NULL (double inputs, folded tables, and IEEE
+        # arithmetic on those): the feature matrix encodes NULL as NaN, so they need no mask there.
+        self.nan_null: set[str] = set()
+        # Tensors holding whole numbers, which a cast to an integer leaves as they are.
+        self.integral: set[str] = set()
         self._row_lookups: dict[str, int] = {}  # exact lookup index -> rows of its table
         self.fields = {f.name: f for f in schema}
         self.tables = tables
@@ -219,6 +226,7 @@ class _Compiler:
             elif f.type in ("double", "timestamp"):
                 null = self.g.op("IsNaN", [name], "isnull") if f.nullable else None
                 self._raw[name] = Num(name, null)
+                self.nan_null.add(name)
             elif f.type == "integer":
                 null = self.g.op("Equal", [name, self.g.const(INT64_NULL, np.int64)], "isnull") if f.nullable else None
                 self._raw[name] = Num(self.g.op("Cast", [name], "asdouble", to=TensorProto.DOUBLE), null)
@@ -390,7 +398,12 @@ class _Compiler:
 
     def gathered(self, v: Coded, dtype: Any, fill: Any) -> str:
         table = [fill if x is None or x is _OTHER_TEXT else x for x in v.table]
-        return self.g.op("Gather", [self.g.const(table, dtype), v.code], "coded")
+        out = self.g.op("Gather", [self.g.const(table, dtype), v.code], "coded")
+        if dtype is np.float64 and all(x is None or (isinstance(x, (int, float)) and not np.isnan(x)) for x in v.table):
+            self.nan_null.add(out)
+        if all(x is None or (isinstance(x, (int, float)) and float(x).is_integer()) for x in v.table):
+            self.integral.add(out)
+        return out
 
     def null_mask(self, v: Value) -> str | None:
         if isinstance(v, Coded):
@@ -698,7 +711,16 @@ class _Compiler:
             value = self.g.op("Div", [self.g.op("Log", [nums[0].value]), self.g.const(np.log(10.0), np.float64)])
         else:
             value = self.g.op(op, [n.value for n in nums], op.lower())
+        self.propagate(value, op, nums)
         return Num(value, self.any([n.null for n in nums]))
+
+    def propagate(self, out: str, op: str, args: list[Num]) -> None:
+        """Record what ``out`` inherits: NaN for NULL through IEEE arithmetic; whole numbers through + - *."""
+        if op in _NAN_PROPAGATING and all(a.null is None or a.value in self.nan_null for a in args):
+            self.nan_null.add(out)
+        if op in ("Floor", "Ceil", "Round") or (op in ("Add", "Sub", "Mul", "Neg", "Abs")
+                                                and all(a.value in self.integral for a in args)):
+            self.integral.add(out)
 
     def compare(self, kind: type, left: Value, right: Value, sql: str) -> Value:
         if isinstance(left, Const) and isinstance(right, Const):
@@ -837,7 +859,11 @@ class _Compiler:
             # DuckDB casts a DOUBLE to an integer rounding half to even, like ONNX Round (literals
             # are DECIMAL and round half away from zero: folded above).
             n = self.num(value, sql)
-            return Num(self.g.op("Round", [n.value], "to_int"), n.null)
+            if n.value in self.integral:
+                return n
+            rounded = self.g.op("Round", [n.value], "to_int")
+            self.propagate(rounded, "Round", [n])
+            return Num(rounded, n.null)
         elif target in (T.TIMESTAMP, T.TIMESTAMPNTZ, T.DATETIME):
             if isinstance(value, Num):
                 return value
@@ -881,7 +907,7 @@ class _Compiler:
                 result = folded
                 continue
             c = self.boolean(cond, sql)
-            take = c.value if c.null is None else self.g.op("And", [c.value, self.g.op("Not", [c.null])])
+            take = c.value if c.null is None or c.false_when_null else self.g.op("And", [c.value, self.g.op("Not", [c.null])])
             a, b = self.num(value, sql), self.num(result, sql)
             null_a = a.null or self.false()
             null_b = b.null or self.false()
@@ -908,9 +934,17 @@ class _Compiler:
         found = g.op("LabelEncoder", [key], "inlist", domain="ai.onnx.ml", keys_int64s=pairs or [-1],
                      values_int64s=[1] * len(pairs) if pairs else [0], default_int64=0)
         hit = g.op("Cast", [found], "contains", to=TensorProto.BOOL)
-        return Bool(hit, self.null_mask(item))
+        return Bool(hit, self.null_mask(item), false_when_null=True)  # a NULL item's key is in column 0
 
     def time_part(self, kind: type, value: Value, sql: str) -> Value:
+        part = self._time_part(kind, value, sql)
+        if isinstance(part, Num) and kind is not exp.TimeToUnix:
+            self.integral.add(part.value)  # hours, days and months are whole; NaN (NULL) stays NaN
+            if isinstance(value, Num) and (value.null is None or value.value in self.nan_null):
+                self.nan_null.add(part.value)
+        return part
+
+    def _time_part(self, kind: type, value: Value, sql: str) -> Value:
         if isinstance(value, Coded):
             if kind is exp.TimeToUnix:
                 return value
@@ -972,16 +1006,21 @@ class _Compiler:
                     raise FusedCompileError(f"feature {name!r} is a non-numeric constant")
             v = self.num(value, f"feature {name!r}")
             values.append(self.shape_like(v.value))
-            nulls.append(v.null)
+            nulls.append(None if v.value in self.nan_null else v.null)
         g = self.g
+        nan = g.const(np.nan, np.float64)
+        if sum(m is not None for m in nulls) <= 3:  # a Where per column is fewer nodes than building a mask
+            values = [v if m is None else g.op("Where", [m, nan, v], "nan") for v, m in zip(values, nulls)]
+            nulls = [None] * len(nulls)
         flat = g.op("Concat", values, "columns", axis=0)
         if any(nulls):
             masks = g.op("Concat", [self.shape_like(m or self.false()) for m in nulls], "nulls", axis=0)
-            flat = g.op("Where", [masks, g.const(np.nan, np.float64), flat], "nan")
+            flat = g.op("Where", [masks, nan, flat], "nan")
         by_column = g.op("Reshape", [flat, g.const([len(names), -1], np.int64)], "by_column")
         return g.op("Cast", [g.op("Transpose", [by_column], "by_row", perm=[1, 0])], "f32", to=TensorProto.FLOAT)
 
 
+_NAN_PROPAGATING = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Log", "Exp", "Sqrt", "Abs", "Floor", "Ceil", "Round"})
 _CODE_MISS = -1  # not in the exact table: the row needs the regex fallback
 _CODE_NULL, _CODE_EMPTY, _CODE_OTHER, _CODE_BASE = 0, 1, 2, 3
 

@@ -88,6 +88,8 @@ def test_arithmetic_functions_and_null_semantics() -> None:
         "rounded": "round(t.amount)", "rounded2": "round(t.amount, 2)", "filled": "coalesce(t.amount, t.n, -1)",
         "greatest_ignores_null": "greatest(t.amount, t.n)", "least_ignores_null": "least(t.amount, t.n)",
         "as_int": "cast(t.amount as bigint)", "as_double": "cast(t.n as double)", "log10": "log(1 + abs(t.amount))",
+        "floor_int": "cast(floor(t.amount) as bigint)", "sum_int": "cast(floor(t.amount) + t.n as bigint)",
+        "half_int": "cast(floor(t.amount) * 0.5 as bigint)", "round_int": "cast(round(t.amount, 1) as bigint)",
     })
 
 
@@ -116,6 +118,8 @@ def test_strings_cleaned_and_compared_against_constants() -> None:
 
 def test_timestamp_parts_including_pre_1970_leap_days_and_dst() -> None:
     _compare({"hour": "hour(t.at)", "dow": "isodow(t.at)", "day": "day(t.at)", "month": "month(t.at)",
+              "hour_int": "cast(hour(t.at) as integer)", "dow_int": "cast(isodow(t.at) + 1 as integer)",
+              "since": "cast(epoch(t.at) / 7 as bigint)",
               "epoch": "epoch(t.at)", "night": "cast(hour(t.at) < 6 as integer)"})
 
 
