@@ -35,6 +35,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 ROW_ID = "__row_id"
 EMPTY_BATCH = "the batch is empty; send at least one record"
 _MISSING = object()
+_SMALL_BATCH = 16
 _FAST_TYPES: dict[str, frozenset[type]] = {
     "string": frozenset({str}),
     "double": frozenset({float, int}),
@@ -143,7 +144,7 @@ def _slow_column(values: list[Any], field: InputField, problems: list[FieldProbl
 def _shape_problems(records: list[Any], expected: frozenset[str]) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     for i, record in enumerate(records):
-        if not isinstance(record, Mapping):
+        if type(record) is not dict and not isinstance(record, Mapping):
             problems.append(FieldProblem(i, "<record>", f"expected an object of fields, got {_type_name(record)}"))
             continue
         keys = record.keys()
@@ -167,9 +168,16 @@ def records_to_table(records: Iterable[Mapping[str, Any]], fields: Sequence[Inpu
         raise InputValidationError([FieldProblem(0, "records", EMPTY_BATCH)])
     problems = _shape_problems(records, frozenset(f.name for f in fields))
     arrays = []
+    small = len(records) <= _SMALL_BATCH  # Arrow's vectorised checks cost more than they save here
+    # JSON gives plain dicts, and once every record has exactly the schema's keys a column is a
+    # plain item lookup; the general form (any Mapping, missing keys) is for everything else.
+    plain = not problems and all(type(r) is dict for r in records)
     for f in fields:
-        values = [r.get(f.name, _MISSING) if isinstance(r, Mapping) else _MISSING for r in records]
-        array = _fast_column(values, f)
+        if plain:
+            values = [r[f.name] for r in records]
+        else:
+            values = [r.get(f.name, _MISSING) if isinstance(r, Mapping) else _MISSING for r in records]
+        array = None if small else _fast_column(values, f)
         if array is None:
             array = _slow_column(values, f, problems)
         arrays.append(array)

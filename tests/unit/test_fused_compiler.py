@@ -173,3 +173,20 @@ def test_a_sum_of_indicator_comparisons_is_one_vector_comparison_and_agrees() ->
     sql = f"with t as (select * from request) select t.__row_id, ({bucket}) as f from t as t"
     ops = [n.op_type for n in onnx.load_from_string(compile_fused(sql, SCHEMA, TABLES, ("f",), _identity_model(1)).onnx).graph.node]
     assert ops.count("GreaterOrEqual") == 1 and "ReduceSum" in ops, ops
+
+
+def test_small_requests_are_encoded_exactly_as_large_ones() -> None:
+    from serving import fused as fused_module
+
+    request = records_to_table(_records(60), SCHEMA)
+    large = encode_inputs(request, SCHEMA)  # 60 rows: Arrow kernels
+    for i in range(request.num_rows):
+        row = encode_inputs(request.slice(i, 1), SCHEMA)  # one row: Python values
+        for name, column in large.items():
+            got, want = row[name], column[i:i + 1]
+            assert got.dtype == want.dtype, name
+            if got.dtype == object:
+                assert got.tolist() == want.tolist(), name
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=name)
+    assert fused_module.SMALL_REQUEST_ROWS < 60
