@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -218,16 +219,28 @@ def mlflow_peer(config: Path, predictor: Predictor, features: np.ndarray, our_sc
           f"p(bundle ONNX)| {difference:.1e} on the test split, ONNX export {'identical' if identical else 'differs'}")
     frame = pd.DataFrame(features[:100].astype(np.float64), columns=names)
     model_dir = work / "mlflow_model"
+    # MLflow stores scikit-learn models with skops (not pickle), which trusts only the types it is
+    # told to: this model was fitted a moment ago in this process, so its own types are trusted.
+    import skops.io
+
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     mlflow.sklearn.save_model(model, model_dir, signature=infer_signature(frame, model.predict_proba(frame.to_numpy())),
-                              pyfunc_predict_fn="predict_proba")
+                              pyfunc_predict_fn="predict_proba", skops_trusted_types=trusted)
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": (work / "mlruns").as_uri()}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir), "--env-manager",
-                               "local", "-h", "127.0.0.1", "-p", str(port)], cwd=work, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    # `mlflow models serve` runs `uvicorn` by name: the environment's scripts must be on PATH. Its
+    # own process group, so stopping it stops the uvicorn it starts too.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    log = work / "mlflow-serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
+                                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=work, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/invocations"
     try:
-        wait_for(port, server)
+        try:
+            wait_for(port, server)
+        except RuntimeError as exc:
+            raise RuntimeError(f"mlflow models serve: {exc}; its output ends with:\n{log.read_text()[-2000:]}") from exc
         body = json.dumps({"dataframe_split": {"columns": names, "data": [features[0].astype(np.float64).tolist()]}}).encode()
         check = subprocess.run(["curl", "-sf", "-H", "Content-Type: application/json", "--data-binary", "@-", url],
                                input=body, capture_output=True, check=True).stdout
@@ -242,7 +255,7 @@ def mlflow_peer(config: Path, predictor: Predictor, features: np.ndarray, our_sc
                          + (f", {r['non2xx']:.0f} non-2xx" if r["non2xx"] else ""), ""))
         return rows
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
 
