@@ -11,7 +11,8 @@ Prints one table; nothing is asserted (targets are in the README, "Serving perfo
 scikit-learn model. Bundles hold ONNX, never a pickle, so the bench refits the champion's family,
 parameters and seed on the same published features and split read from the warehouse (what the
 train stage does), checks that its probabilities match the bundle's ONNX model, saves it with
-MLflow in a temporary directory and serves it with ``--env-manager local`` on 127.0.0.1. MLflow
+MLflow in a temporary directory and serves it with ``--env-manager local`` on 127.0.0.1 (one
+uvicorn worker, its default; one OpenMP thread, like our one ONNX Runtime thread). MLflow
 gets the precomputed feature row (it cannot compute features from raw fields); our server gets
 the raw record and also validates it, computes the features and logs the prediction.
 """
@@ -228,8 +229,11 @@ def mlflow_peer(config: Path, predictor: Predictor, features: np.ndarray, our_sc
                               pyfunc_predict_fn="predict_proba", skops_trusted_types=trusted)
     port = free_port()
     # `mlflow models serve` runs `uvicorn` by name: the environment's scripts must be on PATH. Its
-    # own process group, so stopping it stops the uvicorn it starts too.
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    # own process group, so stopping it stops the uvicorn it starts too. One OpenMP thread, as our
+    # sessions use one ONNX Runtime thread: scikit-learn's default of one per core, next to wrk on
+    # 2 cores, made single-record latency swing between 5 and 140 ms (threads waiting for each other).
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     log = work / "mlflow-serve.log"
     with log.open("wb") as out:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
