@@ -113,6 +113,9 @@ def test_strings_cleaned_and_compared_against_constants() -> None:
         "in_list": "cast(lower(trim(t.category)) in ('grocery', 'travel') as integer)",
         "empty_is_null": "cast(nullif(lower(trim(t.category)), '') is null as integer)",
         "never": "cast(lower(t.category) = 'Grocery' as integer)",
+        "never_padded": "cast(trim(t.category) = ' grocery' as integer)",  # trim(x) has no edge spaces
+        "not_padded": "cast(trim(t.category) <> 'travel ' as integer)",
+        "raw_empty": "cast(t.category = '' as integer)", "trimmed_empty": "cast(trim(t.category) = '' as integer)",
     })
 
 
