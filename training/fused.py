@@ -15,8 +15,11 @@ Graph inputs, one per raw field the features use, shape [N]:
 
 Every SQL value is carried as a (value, null mask) pair so NULL follows SQL semantics.
 Frozen single-row tables are folded into constants; joins to frozen tables (vocabularies, entity
-snapshots) become lookups (``LabelEncoder`` on exact keys, ``RegexFullMatch`` on keys cleaned by
-trim/lower/upper), and ``list_contains`` on a snapshot's list becomes a (row, value) pair lookup.
+snapshots) become lookups (``LabelEncoder`` on exact keys; for keys cleaned by trim/lower/upper, a
+per-field string code, see ``_Compiler.emit_string_codes``), and ``list_contains`` on a snapshot's
+list becomes a (row, value) pair lookup. ONNX Runtime pays per node, so values that depend on one
+code or one looked-up row are folded at compile time into a table (``Coded``), and the compiler
+shares repeated subexpressions and drops nodes no output needs.
 """
 
 from __future__ import annotations
