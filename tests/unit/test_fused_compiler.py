@@ -133,6 +133,9 @@ def test_frozen_tables_constants_lookups_and_list_contains() -> None:
             "category_index": "case when nullif(lower(trim(t.category)), '') is null then -1 "
                               "else coalesce(v.category_index, 0) end",
             "count": "coalesce(st.txn_count, 0)",
+            # folded row by row over the looked-up snapshot row, then mixed with request values
+            "per_txn": "10.0 / nullif(st.txn_count, 0)", "over_three": "t.amount / nullif(st.txn_count, 3)",
+            "known_count": "case when st.txn_count is null then -1 when st.txn_count > 2 then 1 else 0 end",
             "since": "epoch(t.at) - epoch(st.last_at)",
             "is_new": "case when nullif(lower(trim(t.category)), '') is null then -1 "
                       "when list_contains(coalesce(st.known, []), nullif(lower(trim(t.category)), '')) then 0 else 1 end",
