@@ -319,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<{width}}  {ours:<48}  {raw}")
     for line in ratios(rows):
         print(line)
+    if not args.mlflow:
+        print('MLflow peer not run: add --mlflow --config <pipeline.yml> (needs `pip install -e ".[bench]"`)')
     return 0
 
 
