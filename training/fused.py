@@ -15,8 +15,11 @@ Graph inputs, one per raw field the features use, shape [N]:
 
 Every SQL value is carried as a (value, null mask) pair so NULL follows SQL semantics.
 Frozen single-row tables are folded into constants; joins to frozen tables (vocabularies, entity
-snapshots) become lookups (``LabelEncoder`` on exact keys, ``RegexFullMatch`` on keys cleaned by
-trim/lower/upper), and ``list_contains`` on a snapshot's list becomes a (row, value) pair lookup.
+snapshots) become lookups (``LabelEncoder`` on exact keys; for keys cleaned by trim/lower/upper, a
+per-field string code, see ``_Compiler.emit_string_codes``), and ``list_contains`` on a snapshot's
+list becomes a (row, value) pair lookup. ONNX Runtime pays per node, so values that depend on one
+code or one looked-up row are folded at compile time into a table (``Coded``), and the compiler
+shares repeated subexpressions and drops nodes no output needs.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from training.errors import FusedCompileError
 OPSET = 20
 ML_OPSET = 4
 MAX_REGEX_KEYS = 512
+MAX_CODED_ROWS = 1 << 17
+"""Frozen tables up to this many rows are folded code by code (values derived from a looked-up
+row become one table); bigger ones are looked up and computed on tensors at run time."""
 SUPPORTED = (
     "+ - * /, comparisons, AND/OR/NOT; CASE WHEN; COALESCE, NULLIF, IS [NOT] NULL; LN, LOG10, EXP, "
     "SQRT, ABS, POWER, LEAST, GREATEST, FLOOR, CEIL, ROUND; CAST; string = and IN against constants "
@@ -73,6 +79,8 @@ class Num:
 class Bool:
     value: str
     null: str | None
+    false_when_null: bool = False
+    """``value`` is already False wherever ``null`` is set, so "true and not null" is just ``value``."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,18 @@ class ListLookup:
     index: str
 
 
-Value = Const | Num | Bool | Str | ListLookup
+@dataclass(frozen=True)
+class Coded:
+    """A value that depends on one cleaned string field only: its value for each string code
+    (see ``_Compiler.emit_string_codes``). Operations on it are evaluated at compile time, code
+    by code, with the compiler's own constant folding; a tensor is one ``Gather`` when needed."""
+
+    code: str
+    table: tuple[Any, ...]
+
+
+Value = Const | Num | Bool | Str | ListLookup | Coded
+_OTHER_TEXT = object()  # the cleaned text of a row matching none of the field's constants
 
 
 @dataclass
@@ -126,14 +145,26 @@ class _Graph:
         self.inputs: dict[str, onnx.ValueInfoProto] = {}
         self._n = 0
         self._consts: dict[tuple[Any, ...], str] = {}
+        self._ops: dict[tuple[Any, ...], str] = {}
+        self.fixed: set[str] = set()
+        """Tensors that do not depend on the request (constants and what is computed from them only):
+        they stay [1] and broadcast, so no node is spent expanding them to [N]."""
 
     def name(self, hint: str) -> str:
         self._n += 1
         return f"sql_{hint}_{self._n}"
 
     def op(self, op_type: str, inputs: list[str], hint: str = "", domain: str = "", **attrs: Any) -> str:
+        # The same operation on the same tensors is computed once: the SQL repeats itself (a null
+        # test per use of a column, a row index per looked-up column) and every node costs time.
+        key = (op_type, domain, tuple(inputs), repr(sorted(attrs.items())))
+        if key in self._ops:
+            return self._ops[key]
         out = self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], domain=domain or None, **attrs))
+        if all(i in self.fixed for i in inputs):
+            self.fixed.add(out)
+        self._ops[key] = out
         return out
 
     def const(self, value: Any, dtype: Any) -> str:
@@ -143,15 +174,34 @@ class _Graph:
             name = self.name("const")
             self.initializers.append(numpy_helper.from_array(array, name))
             self._consts[key] = name
+            self.fixed.add(name)
         return self._consts[key]
 
 
 # ---------------------------------------------------------------- the compiler
 
 
+_CleanKey = tuple[str, bool, "str | None"]  # (raw field, trim, case): one string code each
+
+
 class _Compiler:
-    def __init__(self, sql: str, schema: tuple[InputField, ...], tables: dict[str, pa.Table]) -> None:
+    """Compiles in two passes: the first only learns which constants each cleaned string field is
+    compared with (``universes``), the second emits the graph with every such field's string code
+    computed once, up front (see ``emit_string_codes``)."""
+
+    def __init__(self, sql: str, schema: tuple[InputField, ...], tables: dict[str, pa.Table],
+                 universes: dict[_CleanKey, tuple[str, ...]] | None = None) -> None:
         self.g = _Graph()
+        self.learning = universes is None
+        self.universes: dict[_CleanKey, dict[str, None]] = {k: dict.fromkeys(v) for k, v in (universes or {}).items()}
+        self._codes: dict[_CleanKey, str] = {}
+        self._coded_lookups: dict[str, tuple[str, tuple[int, ...]]] = {}
+        # Tensors that are NaN wherever they are NULL (double inputs, folded tables, and IEEE
+        # arithmetic on those): the feature matrix encodes NULL as NaN, so they need no mask there.
+        self.nan_null: set[str] = set()
+        # Tensors holding whole numbers, which a cast to an integer leaves as they are.
+        self.integral: set[str] = set()
+        self._row_lookups: dict[str, int] = {}  # exact lookup index -> rows of its table
         self.fields = {f.name: f for f in schema}
         self.tables = tables
         self.tree = sqlglot.parse_one(sql, read="duckdb")
@@ -161,6 +211,7 @@ class _Compiler:
         self._ref: str | None = None  # a raw input tensor, for shaping constants to [N]
         self._equals: dict[tuple[Any, ...], str] = {}
         self._shape: str | None = None
+        self._expanded: dict[str, str] = {}
         self._false: str | None = None
 
     # ---- raw inputs
@@ -178,6 +229,7 @@ class _Compiler:
             elif f.type in ("double", "timestamp"):
                 null = self.g.op("IsNaN", [name], "isnull") if f.nullable else None
                 self._raw[name] = Num(name, null)
+                self.nan_null.add(name)
             elif f.type == "integer":
                 null = self.g.op("Equal", [name, self.g.const(INT64_NULL, np.int64)], "isnull") if f.nullable else None
                 self._raw[name] = Num(self.g.op("Cast", [name], "asdouble", to=TensorProto.DOUBLE), null)
@@ -271,23 +323,21 @@ class _Compiler:
             scope.columns[column] = (lambda values=values, col=column: self.gather(values, index, f"{name}.{col}"))
         return scope
 
-    def lookup_index(self, key: Value, keys: list[Any], what: str) -> str:
-        """int64 [N]: the row whose key equals ``key``, or -1."""
+    def lookup_index(self, key: Value, keys: list[Any], what: str, offset: int = 0) -> str:
+        """int64 [N]: the row whose key equals ``key``, or -1; plus ``offset``, folded into the tables."""
         if isinstance(key, Str) and not key.cleaned:
-            index = self.g.op("LabelEncoder", [key.raw], "lookup", domain="ai.onnx.ml",
-                              keys_strings=[str(k) for k in keys], values_int64s=list(range(len(keys))), default_int64=-1)
+            index = self.g.op("LabelEncoder", [key.raw], "lookup", domain="ai.onnx.ml", keys_strings=[str(k) for k in keys],
+                              values_int64s=[i + offset for i in range(len(keys))], default_int64=offset - 1)
             if key.raw_null is not None or key.nullif_empty:
-                index = self.g.op("Where", [self.null_mask(key) or self.false(), self.g.const(-1, np.int64), index])
+                index = self.g.op("Where", [self.null_mask(key) or self.false(), self.g.const(offset - 1, np.int64), index])
+            if offset == 0 and len(keys) < MAX_CODED_ROWS:
+                self._row_lookups[index] = len(keys)
             return index
         if isinstance(key, Str):
             if len(keys) > MAX_REGEX_KEYS:
                 raise FusedCompileError(f"lookup in {what}: {len(keys)} keys compared after cleanup is over the "
                                         f"{MAX_REGEX_KEYS} limit")
-            index = self.g.const(np.full(1, -1), np.int64)
-            for i, k in enumerate(keys):
-                hit = self.string_equals(key, k)
-                index = self.g.op("Where", [hit, self.g.const(i, np.int64), index])
-            return self.shape_like(index, np.int64)
+            return self.cleaned_lookup(key, [str(k) for k in keys], offset)
         raise FusedCompileError(f"lookup in {what}: only string keys are supported")
 
     def gather(self, values: list[Any], index: str, what: str) -> Value:
@@ -296,38 +346,85 @@ class _Compiler:
             return ListLookup(tuple(tuple(v) if v is not None else None for v in values), index)
         if present and isinstance(present[0], str):
             raise FusedCompileError(f"{what}: string columns of frozen tables can only be join keys")
-        numeric = [_to_number(v) for v in values] + [np.nan]  # the last slot is "no row"
-        safe = self.g.op("Where", [self.g.op("Less", [index, self.g.const(0, np.int64)]),
-                                   self.g.const(len(values), np.int64), index], "row")
-        value = self.g.op("Gather", [self.g.const(numeric, np.float64), safe], "gather")
+        if index in self._coded_lookups:
+            code, mapping = self._coded_lookups[index]
+            return Coded(code, tuple(None if m < 0 or values[m] is None else _to_number(values[m]) for m in mapping))
+        if index in self._row_lookups:  # Gather reads index -1 from the end: the "no row" slot
+            return Coded(index, tuple(None if v is None else _to_number(v) for v in values) + (None,))
+        # The last slot is "no row": Gather reads index -1 from the end, so a miss is NaN (NULL).
+        numeric = [_to_number(v) for v in values] + [np.nan]
+        value = self.g.op("Gather", [self.g.const(numeric, np.float64), index], "gather")
         return Num(value, self.g.op("IsNaN", [value], "isnull"))
 
     # ---- helpers over values
 
     def false(self) -> str:
         if self._false is None:
-            self._false = self.shape_like(self.g.const([False], np.bool_), np.bool_)
+            self._false = self.g.const([False], np.bool_)
         return self._false
 
-    def shape_like(self, tensor: str, dtype: Any) -> str:
-        """Broadcast a [1] tensor to [N] (N = rows in the request)."""
+    def shape_like(self, tensor: str) -> str:
+        """``tensor`` as [N] (N = rows in the request): constants are [1] until a feature needs all rows."""
+        if tensor not in self.g.fixed:
+            return tensor
         if self._shape is None:
             self.raw(self._ref or next(iter(self.fields)))
             self._shape = self.g.op("Shape", [self._ref], "n")
-        return self.g.op("Expand", [tensor, self._shape], "expand")
+        if tensor not in self._expanded:
+            self._expanded[tensor] = self.g.op("Expand", [tensor, self._shape], "expand")
+        return self._expanded[tensor]
+
+    def coded(self, s: Str) -> Coded:
+        """The cleaned text of ``s`` per code: NULL, '' (NULL under NULLIF), other, the constants."""
+        universe = tuple(self.universes.get((s.raw, s.trim, s.case), {}))
+        return Coded(self.code(s), (None, None if s.nullif_empty else "", _OTHER_TEXT, *universe))
+
+    def elementwise(self, fn: Callable[..., Value], values: list[Value]) -> Value | None:
+        """``fn`` folded code by code when every argument is a constant or Coded on one field; else None."""
+        codes = {v.code for v in values if isinstance(v, Coded)}
+        if len(codes) != 1 or not all(isinstance(v, (Coded, Const)) for v in values):
+            return None
+        sizes = {len(v.table) for v in values if isinstance(v, Coded)}
+        if len(sizes) > 1 and not self.learning:  # in pass one a field's constants are still being found
+            raise AssertionError(f"codes of different sizes for {codes}")
+        out = []
+        for i in range(max(sizes)):
+            try:
+                folded = fn(*(Const(v.table[i] if i < len(v.table) else None) if isinstance(v, Coded) else v
+                              for v in values))
+            except (FusedCompileError, TypeError, ZeroDivisionError, OverflowError):
+                return None  # not foldable constant by constant: computed on tensors instead
+            if not isinstance(folded, Const):
+                return None
+            out.append(folded.value)
+        return Coded(codes.pop(), tuple(out))
+
+    def gathered(self, v: Coded, dtype: Any, fill: Any) -> str:
+        table = [fill if x is None or x is _OTHER_TEXT else x for x in v.table]
+        out = self.g.op("Gather", [self.g.const(table, dtype), v.code], "coded")
+        if dtype is np.float64 and all(x is None or (isinstance(x, (int, float)) and not np.isnan(x)) for x in v.table):
+            self.nan_null.add(out)
+        if all(x is None or (isinstance(x, (int, float)) and float(x).is_integer()) for x in v.table):
+            self.integral.add(out)
+        return out
 
     def null_mask(self, v: Value) -> str | None:
+        if isinstance(v, Coded):
+            return self.gathered(Coded(v.code, tuple(x is None for x in v.table)), np.bool_, False) \
+                if any(x is None for x in v.table) else None
         if isinstance(v, Const):
             return None
         if isinstance(v, Str):
-            masks = [m for m in (v.raw_null, self.string_equals(v, "", as_null_check=True) if v.nullif_empty else None) if m]
+            if v.cleaned and v.nullif_empty:  # NULL or cleaned to ''
+                return self.g.op("LessOrEqual", [self.code(v), self.g.const(_CODE_EMPTY, np.int64)], "isnull")
+            masks = [m for m in (v.raw_null, self.string_equals(v, "") if v.nullif_empty else None) if m]
             return self.any(masks)
         if isinstance(v, ListLookup):
             return None
         return v.null
 
     def any(self, masks: list[str | None]) -> str | None:
-        masks = [m for m in masks if m]
+        masks = list(dict.fromkeys(m for m in masks if m))  # the same mask twice would be a wasted Or
         if not masks:
             return None
         out = masks[0]
@@ -338,23 +435,29 @@ class _Compiler:
     def num(self, v: Value, where: str) -> Num:
         if isinstance(v, Num):
             return v
+        if isinstance(v, Coded):
+            if not all(x is None or isinstance(x, (bool, int, float)) for x in v.table):
+                raise FusedCompileError(f"{where}: expected a number, got a string")
+            return Num(self.gathered(v, np.float64, np.nan), self.null_mask(v))
         if isinstance(v, Bool):
             return Num(self.g.op("Cast", [v.value], "num", to=TensorProto.DOUBLE), v.null)
         if isinstance(v, Const) and (v.value is None or isinstance(v.value, (int, float))):
             value = np.nan if v.value is None else float(v.value)
-            tensor = self.shape_like(self.g.const([value], np.float64), np.float64)
+            tensor = self.g.const([value], np.float64)
             return Num(tensor, self.g.op("IsNaN", [tensor]) if v.value is None else None)
         raise FusedCompileError(f"{where}: expected a number, got {v}")
 
     def boolean(self, v: Value, where: str) -> Bool:
         if isinstance(v, Bool):
             return v
+        if isinstance(v, Coded) and all(x is None or isinstance(x, bool) for x in v.table):
+            return Bool(self.gathered(v, np.bool_, False), self.null_mask(v))
         if isinstance(v, Const) and (v.value is None or isinstance(v.value, bool)):
-            tensor = self.shape_like(self.g.const([bool(v.value)], np.bool_), np.bool_)
-            return Bool(tensor, self.shape_like(self.g.const([True], np.bool_), np.bool_) if v.value is None else None)
+            tensor = self.g.const([bool(v.value)], np.bool_)
+            return Bool(tensor, self.g.const([True], np.bool_) if v.value is None else None)
         raise FusedCompileError(f"{where}: expected a boolean, got {v}")
 
-    def string_equals(self, s: Str, constant: str, as_null_check: bool = False) -> str:
+    def string_equals(self, s: Str, constant: str) -> str:
         """bool [N]: cleaned(s) == constant (ignoring NULL; callers combine the null mask).
 
         Memoised: vocabulary lookups and list membership often test the same field against the
@@ -365,21 +468,117 @@ class _Compiler:
             self._equals[key] = self._string_equals(s, constant)
         return self._equals[key]
 
+    # ---- cleaned strings: one code per field
+    #
+    # ONNX Runtime pays per node, and a regex per (field, constant) made string work most of the
+    # graph. Instead each cleaned field (trim/lower/upper of one raw input) becomes one int64
+    # "string code": NULL, EMPTY (cleans to ''), OTHER, or _CODE_BASE + the position of the
+    # constant it cleans to among the constants the SQL compares it with. An exact LabelEncoder
+    # over each constant's ASCII case and single-space-padded variants gives the code of most raw
+    # values in one node; only when some row of some field misses that table (padded more,
+    # unseen, or non-ASCII text) does one If run the regexes, which decide those rows exactly as
+    # a regex per constant always did.
+
+    def position(self, s: Str, constant: str) -> int | None:
+        """Code offset of ``constant`` in ``s``'s universe; None when no raw value can clean to it."""
+        if _cleaned_pattern(s, constant) is None:  # also refuses constants that cannot compile exactly
+            return None
+        if constant == "":
+            return None
+        universe = self.universes.setdefault((s.raw, s.trim, s.case), {})
+        if constant not in universe:
+            if not self.learning:
+                raise AssertionError(f"constant {constant!r} for {s.raw} was not seen in the first pass")
+            universe[constant] = None
+        return list(universe).index(constant)
+
+    def code(self, s: Str) -> str:
+        key = (s.raw, s.trim, s.case)
+        if self.learning:
+            self.universes.setdefault(key, {})
+            return f"code_of_{s.raw}"  # pass one discards its graph
+        return self._codes[key]
+
+    def emit_string_codes(self) -> None:
+        """The codes of every cleaned string field, first in the graph (pass two only)."""
+        g = self.g
+        keys = list(self.universes)
+        if not keys:
+            return
+        exact, fallback = [], []
+        for raw, trim, case in keys:
+            s = Str(raw, None, trim, case)
+            self.raw(raw)
+            table = _code_table(s, list(self.universes[(raw, trim, case)]))
+            exact.append(g.op("LabelEncoder", [raw], "code_exact", domain="ai.onnx.ml", keys_strings=list(table),
+                              values_int64s=list(table.values()), default_int64=_CODE_MISS))
+        joined = exact[0] if len(exact) == 1 else g.op("Concat", exact, "codes_exact", axis=0)
+        all_hit = g.op("GreaterOrEqual", [g.op("ReduceMin", [joined], "codes_min", keepdims=0),
+                                          g.const(_CODE_MISS + 1, np.int64)], "codes_all_exact")
+        out = g.name("codes")
+        hit_out, miss_out = g.name("codes_hit"), g.name("codes_miss")
+        then_branch = helper.make_graph([helper.make_node("Identity", [joined], [hit_out])], g.name("all_exact"), [],
+                                        [helper.make_tensor_value_info(hit_out, TensorProto.INT64, [None])])
+        nodes: list[onnx.NodeProto] = []
+        for (raw, trim, case), exact_code in zip(keys, exact):
+            fallback.append(self._regex_codes(Str(raw, None, trim, case), exact_code, nodes))
+        nodes.append(helper.make_node("Concat", fallback, [miss_out], axis=0) if len(fallback) > 1
+                     else helper.make_node("Identity", fallback, [miss_out]))
+        else_branch = helper.make_graph(nodes, g.name("some_missed"), [],
+                                        [helper.make_tensor_value_info(miss_out, TensorProto.INT64, [None])])
+        g.nodes.append(helper.make_node("If", [all_hit], [out], then_branch=then_branch, else_branch=else_branch))
+        if len(keys) == 1:
+            self._codes[keys[0]] = out
+            return
+        split = [g.name("code") for _ in keys]
+        g.nodes.append(helper.make_node("Split", [out], split, axis=0, num_outputs=len(keys)))
+        self._codes.update(zip(keys, split))
+
+    def _regex_codes(self, s: Str, exact: str, nodes: list[onnx.NodeProto]) -> str:
+        """Nodes (for the If's else branch) giving every row of ``s`` its code: exact hits as they
+        are, any other row by one full-match regex per constant."""
+        g = self.g
+        code = g.const([_CODE_OTHER], np.int64)
+        tests = [(pattern, _CODE_BASE + i) for i, constant in enumerate(self.universes[(s.raw, s.trim, s.case)])
+                 if (pattern := _cleaned_pattern(s, constant)) is not None]
+        tests.append((_cleaned_pattern(s, ""), _CODE_EMPTY))
+        for pattern, value in tests:
+            hit, chained = g.name("match"), g.name("chain")
+            nodes.append(helper.make_node("RegexFullMatch", [s.raw], [hit], pattern=pattern))
+            nodes.append(helper.make_node("Where", [hit, g.const(value, np.int64), code], [chained]))
+            code = chained
+        is_exact, out = g.name("is_exact"), g.name("code_regex")
+        # NULL ("\0") is always in the exact table, so exact hits cover it.
+        nodes.append(helper.make_node("GreaterOrEqual", [exact, g.const(_CODE_MISS + 1, np.int64)], [is_exact]))
+        nodes.append(helper.make_node("Where", [is_exact, exact, code], [out]))
+        return out
+
     def _string_equals(self, s: Str, constant: str) -> str:
         if not s.cleaned:
             return self.g.op("Equal", [s.raw, self.g.const(constant, object)], "streq")
-        target = constant
-        if s.case == "lower" and target != target.lower() or s.case == "upper" and target != target.upper():
-            return self.false()  # lower(x) can never equal a string with upper-case letters
-        if s.case is not None and any(ord(c) > 127 for c in target):
-            raise FusedCompileError(f"string comparison with {constant!r} after {s.case}(): only ASCII constants "
-                                    "are compiled (Unicode case mapping differs between engines)")
-        body = re.escape(target)
-        if s.case is not None:
-            body = f"(?i:{body})"
-        pattern = f" *{body} *" if s.trim else body
-        # re2 full match; (?s) so "." never matters and newlines are ordinary characters.
-        return self.g.op("RegexFullMatch", [s.raw], "match", pattern=f"(?s){pattern}")
+        if constant == "":
+            _cleaned_pattern(s, constant)
+            return self.g.op("Equal", [self.code(s), self.g.const(_CODE_EMPTY, np.int64)], "is_empty")
+        position = self.position(s, constant)
+        if position is None:
+            return self.false()
+        return self.g.op("Equal", [self.code(s), self.g.const(_CODE_BASE + position, np.int64)], "streq")
+
+    def cleaned_lookup(self, key: Str, keys: list[str], offset: int = 0) -> str:
+        """int64 [N]: the position in ``keys`` of the cleaned ``key``, or -1 (NULL never joins); plus ``offset``."""
+        position = {k: i for i, k in enumerate(keys)}
+        places = [(self.position(key, k), i) for i, k in enumerate(keys)]
+        size = _CODE_BASE + len(self.universes.get((key.raw, key.trim, key.case), {}))
+        mapping = np.full(size, -1, dtype=np.int64)
+        for place, i in places:
+            if place is not None:
+                mapping[_CODE_BASE + place] = i
+        if "" in position and not key.nullif_empty:
+            mapping[_CODE_EMPTY] = position[""]
+        index = self.g.op("Gather", [self.g.const(mapping + offset, np.int64), self.code(key)], "lookup")
+        if offset == 0:
+            self._coded_lookups[index] = (self.code(key), tuple(int(m) for m in mapping))
+        return index
 
     # ---- expressions
 
@@ -404,6 +603,8 @@ class _Compiler:
             return Const(())
         if isinstance(node, exp.Neg):
             return self.arith("Neg", [e(node.this)], sql)
+        if isinstance(node, exp.Add) and (counted := self.indicator_sum(node, e, sql)) is not None:
+            return counted
         if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div)):
             op = {exp.Add: "Add", exp.Sub: "Sub", exp.Mul: "Mul", exp.Div: "Div"}[type(node)]
             return self.arith(op, [e(node.this), e(node.expression)], sql)
@@ -423,14 +624,20 @@ class _Compiler:
             inner = e(node.this)
             if isinstance(inner, Const):
                 return Const(None if inner.value is None else not inner.value)
+            if isinstance(inner, Coded):
+                return self.elementwise(lambda c: Const(None if c.value is None else not c.value), [inner]) or inner
             b = self.boolean(inner, sql)
             return Bool(g.op("Not", [b.value]), b.null)
         if isinstance(node, exp.Is):
             if not isinstance(node.expression, exp.Null):
                 raise FusedCompileError(f"{where}: only IS [NOT] NULL is supported: {sql}")
             inner = e(node.this)
+            if isinstance(inner, Str) and inner.cleaned:
+                inner = self.coded(inner)
             if isinstance(inner, Const):
                 return Const(inner.value is None)
+            if isinstance(inner, Coded):
+                return self.elementwise(lambda c: Const(c.value is None), [inner]) or inner
             mask = self.null_mask(inner)
             return Const(False) if mask is None else Bool(mask, None)
         if isinstance(node, exp.Coalesce):
@@ -464,21 +671,71 @@ class _Compiler:
         raise FusedCompileError(f"{where}: {type(node).__name__} is outside the compiled SQL subset: {sql} "
                                 f"(supported: {SUPPORTED})")
 
+    def indicator_sum(self, node: exp.Add, e: Callable[[exp.Expression], Value], sql: str) -> Value | None:
+        """``cast(x >= c1 as integer) + cast(x >= c2 as integer) + ...`` (a bucket number) as one
+        comparison of x against all the constants and a sum, instead of three nodes per term.
+        None when the expression has another shape; the generic path compiles it then."""
+        terms: list[exp.Expression] = []
+        stack: list[exp.Expression] = [node]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, exp.Paren):
+                stack.append(n.this)
+            elif isinstance(n, exp.Add):
+                stack += [n.expression, n.this]
+            else:
+                terms.append(n)
+        integer = (exp.DataType.Type.INT, exp.DataType.Type.BIGINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.TINYINT)
+        kinds = {exp.GT: "Greater", exp.GTE: "GreaterOrEqual", exp.LT: "Less", exp.LTE: "LessOrEqual"}
+        if len(terms) < 3 or not all(isinstance(t, exp.Cast) and t.to.this in integer and type(t.this) in kinds
+                                     for t in terms):
+            return None
+        if len({type(t.this) for t in terms}) != 1 or len({t.this.this.sql("duckdb") for t in terms}) != 1:
+            return None
+        x = e(terms[0].this.this)
+        bounds = [e(t.this.expression) for t in terms]
+        if not isinstance(x, Num) or not all(isinstance(b, Const) and isinstance(b.value, (int, float))
+                                             and not isinstance(b.value, bool) for b in bounds):
+            return None
+        g = self.g
+        column = g.op("Unsqueeze", [x.value, g.const([1], np.int64)], "as_column")
+        hits = g.op(kinds[type(terms[0].this)], [column, g.const([[float(b.value) for b in bounds]], np.float64)], "cmp")
+        counted = g.op("ReduceSum", [g.op("Cast", [hits], "num", to=TensorProto.DOUBLE), g.const([1], np.int64)],
+                       "count", keepdims=0)
+        return Num(counted, x.null)
+
     def arith(self, op: str, args: list[Value], sql: str) -> Value:
         if all(isinstance(a, Const) for a in args):
             return Const(_fold(op, [a.value for a in args]))
+        if folded := self.elementwise(lambda *cs: self.arith(op, list(cs), sql), args):
+            return folded
         nums = [self.num(a, sql) for a in args]
         if op == "Log" and "LOG(" in sql.upper() and "LN(" not in sql.upper():
             value = self.g.op("Div", [self.g.op("Log", [nums[0].value]), self.g.const(np.log(10.0), np.float64)])
         else:
             value = self.g.op(op, [n.value for n in nums], op.lower())
+        self.propagate(value, op, nums)
         return Num(value, self.any([n.null for n in nums]))
+
+    def propagate(self, out: str, op: str, args: list[Num]) -> None:
+        """Record what ``out`` inherits: NaN for NULL through IEEE arithmetic; whole numbers through + - *."""
+        if op in _NAN_PROPAGATING and all(a.null is None or a.value in self.nan_null for a in args):
+            self.nan_null.add(out)
+        if op in ("Floor", "Ceil", "Round") or (op in ("Add", "Sub", "Mul", "Neg", "Abs")
+                                                and all(a.value in self.integral for a in args)):
+            self.integral.add(out)
 
     def compare(self, kind: type, left: Value, right: Value, sql: str) -> Value:
         if isinstance(left, Const) and isinstance(right, Const):
             return Const(_fold(kind.__name__, [left.value, right.value]))
         if isinstance(right, Str) and isinstance(left, Const):
             left, right = right, left
+        if (isinstance(left, Str) and left.cleaned and isinstance(right, Const) and isinstance(right.value, str)
+                and kind in (exp.EQ, exp.NEQ)):
+            self.position(left, right.value)  # the constant joins the field's codes
+            left = self.coded(left)
+        if folded := self.elementwise(lambda a, b: self.compare(kind, a, b, sql), [left, right]):
+            return folded
         if isinstance(left, Str):
             if not isinstance(right, Const) or not isinstance(right.value, (str, type(None))) or kind not in (exp.EQ, exp.NEQ):
                 raise FusedCompileError(f"string comparison must be = or <> against a constant: {sql}")
@@ -499,6 +756,8 @@ class _Compiler:
     def logic(self, op: str, left: Value, right: Value, sql: str) -> Value:
         if isinstance(left, Const) and isinstance(right, Const):
             return Const(_fold(op, [left.value, right.value]))
+        if folded := self.elementwise(lambda a, b: self.logic(op, a, b, sql), [left, right]):
+            return folded
         a, b = self.boolean(left, sql), self.boolean(right, sql)
         g = self.g
         value = g.op(op, [a.value, b.value])
@@ -520,6 +779,8 @@ class _Compiler:
             if all(isinstance(v, Const) and v.value == () for v in values[1:]):
                 return values[0]  # a missing list is an empty list for list_contains
             raise FusedCompileError(f"COALESCE of a list is only supported with []: {sql}")
+        if folded := self.elementwise(lambda *cs: self.coalesce(list(cs), sql), values):
+            return folded
         result = values[-1]
         for v in reversed(values[:-1]):
             if isinstance(v, Const):
@@ -534,6 +795,12 @@ class _Compiler:
         return result
 
     def nullif(self, value: Value, other: Value, sql: str) -> Value:
+        if isinstance(value, Const) and isinstance(other, Const) and not isinstance(value.value, (str, tuple)):
+            return Const(None if value.value is None or value.value == other.value else value.value)
+        if folded := self.elementwise(lambda a, b: self.nullif(a, b, sql), [value, other]):
+            return folded
+        if isinstance(value, Coded):
+            value = self.num(value, sql)
         if isinstance(value, Str) and isinstance(other, Const) and other.value == "":
             return Str(value.raw, value.raw_null, value.trim, value.case, True)
         if isinstance(value, (Num, Bool)) and isinstance(other, Const) and isinstance(other.value, (int, float)):
@@ -576,6 +843,8 @@ class _Compiler:
         return Str(value.raw, value.raw_null, value.trim, "lower" if kind is exp.Lower else "upper")
 
     def cast(self, value: Value, to: exp.DataType, sql: str) -> Value:
+        if isinstance(value, Coded) and (folded := self.elementwise(lambda c: self.cast(c, to, sql), [value])):
+            return folded
         target = to.this
         T = exp.DataType.Type
         if target in (T.TEXT, T.VARCHAR):
@@ -593,7 +862,11 @@ class _Compiler:
             # DuckDB casts a DOUBLE to an integer rounding half to even, like ONNX Round (literals
             # are DECIMAL and round half away from zero: folded above).
             n = self.num(value, sql)
-            return Num(self.g.op("Round", [n.value], "to_int"), n.null)
+            if n.value in self.integral:
+                return n
+            rounded = self.g.op("Round", [n.value], "to_int")
+            self.propagate(rounded, "Round", [n])
+            return Num(rounded, n.null)
         elif target in (T.TIMESTAMP, T.TIMESTAMPNTZ, T.DATETIME):
             if isinstance(value, Num):
                 return value
@@ -633,8 +906,11 @@ class _Compiler:
             if isinstance(cond, Const):
                 result = value if cond.value else result
                 continue
+            if folded := self.elementwise(lambda c, a, b: a if c.value else b, [cond, value, result]):
+                result = folded
+                continue
             c = self.boolean(cond, sql)
-            take = c.value if c.null is None else self.g.op("And", [c.value, self.g.op("Not", [c.null])])
+            take = c.value if c.null is None or c.false_when_null else self.g.op("And", [c.value, self.g.op("Not", [c.null])])
             a, b = self.num(value, sql), self.num(result, sql)
             null_a = a.null or self.false()
             null_b = b.null or self.false()
@@ -651,18 +927,31 @@ class _Compiler:
         if len(domain) > MAX_REGEX_KEYS and item.cleaned:
             raise FusedCompileError(f"LIST_CONTAINS over {len(domain)} distinct cleaned values is over the limit: {sql}")
         g = self.g
-        position = self.lookup_index(item, domain, "list values")  # which domain value the item is, or -1
+        # key = (row + 1) * width + (position + 1): a missing row (-1) or value (-1) lands in row or
+        # column 0, which no listed pair uses, so no validity test is needed.
         width = len(domain) + 1
-        pairs = sorted({row_i * width + domain.index(v) for row_i, row in enumerate(lists.lists) if row for v in row})
-        key = g.op("Add", [g.op("Mul", [lists.index, g.const(width, np.int64)]), position], "pair")
+        shifted = self.lookup_index(item, domain, "list values", offset=width + 1)  # row*width + this = key
+        pairs = sorted({(row_i + 1) * width + domain.index(v) + 1
+                        for row_i, row in enumerate(lists.lists) if row for v in row})
+        key = g.op("Add", [g.op("Mul", [lists.index, g.const(width, np.int64)]), shifted], "pair")
         found = g.op("LabelEncoder", [key], "inlist", domain="ai.onnx.ml", keys_int64s=pairs or [-1],
                      values_int64s=[1] * len(pairs) if pairs else [0], default_int64=0)
-        valid = g.op("And", [g.op("GreaterOrEqual", [lists.index, g.const(0, np.int64)]),
-                             g.op("GreaterOrEqual", [position, g.const(0, np.int64)])])
-        hit = g.op("And", [g.op("Equal", [found, g.const(1, np.int64)]), valid], "contains")
-        return Bool(hit, self.null_mask(item))
+        hit = g.op("Cast", [found], "contains", to=TensorProto.BOOL)
+        return Bool(hit, self.null_mask(item), false_when_null=True)  # a NULL item's key is in column 0
 
     def time_part(self, kind: type, value: Value, sql: str) -> Value:
+        part = self._time_part(kind, value, sql)
+        if isinstance(part, Num) and kind is not exp.TimeToUnix:
+            self.integral.add(part.value)  # hours, days and months are whole; NaN (NULL) stays NaN
+            if isinstance(value, Num) and (value.null is None or value.value in self.nan_null):
+                self.nan_null.add(part.value)
+        return part
+
+    def _time_part(self, kind: type, value: Value, sql: str) -> Value:
+        if isinstance(value, Coded):
+            if kind is exp.TimeToUnix:
+                return value
+            value = self.num(value, sql)
         if not isinstance(value, Num):
             raise FusedCompileError(f"{sql}: expected a timestamp")
         g = self.g
@@ -699,8 +988,12 @@ class _Compiler:
 
     # ---- output
 
-    def features(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
-        """Compile the final SELECT's columns named ``names`` into float32 [N] tensors (NULL -> NaN)."""
+    def features(self, names: tuple[str, ...]) -> str:
+        """Compile the final SELECT's columns named ``names`` into the float32 [N, F] matrix (NULL -> NaN).
+
+        The columns are concatenated end to end and reshaped, and NULLs are set in one ``Where``:
+        a handful of nodes whatever F is, where a Cast and an Unsqueeze per column were 2F.
+        """
         final = self.tree
         if not isinstance(final, exp.Select):
             raise FusedCompileError("serving SQL must be a SELECT")
@@ -708,18 +1001,101 @@ class _Compiler:
         body.set("with_", None)
         body.set("with", None)
         scope = self.select_scope(body, "final select")
-        out = []
+        values, nulls = [], []
         for name in names:
             value = scope.get(name, "final select")
             if isinstance(value, Const):
                 if not isinstance(value.value, (int, float, type(None))):
                     raise FusedCompileError(f"feature {name!r} is a non-numeric constant")
             v = self.num(value, f"feature {name!r}")
-            tensor = v.value
-            if v.null:
-                tensor = self.g.op("Where", [v.null, self.g.const(np.nan, np.float64), tensor], "nan")
-            out.append((name, self.g.op("Cast", [tensor], "f32", to=TensorProto.FLOAT)))
-        return out
+            values.append(self.shape_like(v.value))
+            nulls.append(None if v.value in self.nan_null else v.null)
+        g = self.g
+        nan = g.const(np.nan, np.float64)
+        if sum(m is not None for m in nulls) <= 3:  # a Where per column is fewer nodes than building a mask
+            values = [v if m is None else g.op("Where", [m, nan, v], "nan") for v, m in zip(values, nulls)]
+            nulls = [None] * len(nulls)
+        flat = g.op("Concat", values, "columns", axis=0)
+        if any(nulls):
+            masks = g.op("Concat", [self.shape_like(m or self.false()) for m in nulls], "nulls", axis=0)
+            flat = g.op("Where", [masks, nan, flat], "nan")
+        by_column = g.op("Reshape", [flat, g.const([len(names), -1], np.int64)], "by_column")
+        return g.op("Cast", [g.op("Transpose", [by_column], "by_row", perm=[1, 0])], "f32", to=TensorProto.FLOAT)
+
+
+_NAN_PROPAGATING = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Log", "Exp", "Sqrt", "Abs", "Floor", "Ceil", "Round"})
+_CODE_MISS = -1  # not in the exact table: the row needs the regex fallback
+_CODE_NULL, _CODE_EMPTY, _CODE_OTHER, _CODE_BASE = 0, 1, 2, 3
+
+
+def _clean(s: Str, text: str) -> str:
+    """What TRIM/LOWER/UPPER of ``s`` make of ``text`` (ASCII text only, where engines agree)."""
+    if s.trim:
+        text = text.strip(" ")
+    if s.case is not None:
+        text = text.lower() if s.case == "lower" else text.upper()
+    return text
+
+
+def _cleaned_pattern(s: Str, constant: str) -> str | None:
+    """re2 full-match pattern for ``cleaned(s) == constant``, or None when no raw value can match."""
+    if s.trim and constant != constant.strip(" "):
+        return None  # trim(x) never starts or ends with a space
+    if s.case == "lower" and constant != constant.lower() or s.case == "upper" and constant != constant.upper():
+        return None  # lower(x) can never equal a string with upper-case letters
+    if s.case is not None and any(ord(c) > 127 for c in constant):
+        raise FusedCompileError(f"string comparison with {constant!r} after {s.case}(): only ASCII constants "
+                                "are compiled (Unicode case mapping differs between engines)")
+    body = re.escape(constant)
+    if s.case is not None:
+        body = f"(?i:{body})"
+    pattern = f" *{body} *" if s.trim else body
+    # re2 full match; (?s) so "." never matters and newlines are ordinary characters.
+    return f"(?s){pattern}"
+
+
+def _code_table(s: Str, universe: list[str]) -> dict[str, int]:
+    """The exact LabelEncoder table of a cleaned field: raw strings whose code is certain.
+
+    Each constant's ASCII case variants, bare and (under TRIM) padded with one space, plus the
+    empty and space-only strings and the NULL marker. Codes are computed by ``_clean``, the SQL
+    cleanup itself, so the table agrees with the regexes by construction."""
+    position = {c: _CODE_BASE + i for i, c in enumerate(universe)}
+    pads = ("", " ") if s.trim else ("",)
+    candidates = {"", " ", "  "} if s.trim else {""}
+    for constant in universe:
+        for variant in {constant, constant.lower(), constant.upper(), constant.title(), constant.capitalize()}:
+            candidates.update(left + variant + right for left in pads for right in pads)
+    table = {}
+    for text in sorted(candidates):
+        if STRING_NULL in text or (s.case is not None and not text.isascii()):
+            continue
+        cleaned = _clean(s, text)
+        table[text] = _CODE_EMPTY if cleaned == "" else position.get(cleaned, _CODE_OTHER)
+    table[STRING_NULL] = _CODE_NULL
+    return table
+
+
+def _node_inputs(node: onnx.NodeProto) -> set[str]:
+    """Tensors a node reads, including those its subgraphs (an If's branches) read from outside."""
+    names = set(node.input)
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            inner = {name for n in attr.g.node for name in _node_inputs(n)}
+            produced = {o for n in attr.g.node for o in n.output}
+            names |= inner - produced
+    return names - {""}
+
+
+def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """The nodes the outputs depend on, in order: compiled values the SQL computed but no feature
+    uses (a row index whose lookups were all folded, say) would still cost time."""
+    needed, keep = set(outputs), []
+    for node in reversed(nodes):
+        if needed.intersection(node.output):
+            keep.append(node)
+            needed |= _node_inputs(node)
+    return keep[::-1]
 
 
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
@@ -779,11 +1155,13 @@ class FusedModel:
 def compile_fused(sql: str, schema: tuple[InputField, ...], tables: dict[str, pa.Table],
                   feature_names: tuple[str, ...], model_bytes: bytes) -> FusedModel:
     """Compile ``sql`` into ONNX operators and merge them in front of ``model_bytes``."""
-    compiler = _Compiler(sql, schema, tables)
-    columns = compiler.features(feature_names)
+    learner = _Compiler(sql, schema, tables)
+    learner.features(feature_names)
+    compiler = _Compiler(sql, schema, tables, {k: tuple(v) for k, v in learner.universes.items()})
+    compiler.emit_string_codes()
+    matrix = compiler.features(feature_names)
     g = compiler.g
-    unsqueezed = [g.op("Unsqueeze", [t, g.const([1], np.int64)], f"col_{n}") for n, t in columns]
-    g.nodes.append(helper.make_node("Concat", unsqueezed, [FEATURES_OUTPUT], axis=1))
+    g.nodes.append(helper.make_node("Identity", [matrix], [FEATURES_OUTPUT]))
 
     model = onnx.load_from_string(model_bytes)
     model_input = model.graph.input[0].name
@@ -795,10 +1173,12 @@ def compile_fused(sql: str, schema: tuple[InputField, ...], tables: dict[str, pa
     outputs = [helper.make_tensor_value_info(FEATURES_OUTPUT, TensorProto.FLOAT, [None, len(feature_names)])]
     for o in renamed.graph.output:
         outputs.append(o)
-    inputs = [g.inputs[name] for name in compiler.fields if name in g.inputs]
+    nodes = _live(g.nodes + list(renamed.graph.node), [o.name for o in outputs])
+    used = {name for node in nodes for name in _node_inputs(node)}
+    inputs = [g.inputs[name] for name in compiler.fields if name in g.inputs and name in used]
     graph = helper.make_graph(
-        g.nodes + list(renamed.graph.node), "fused_features_and_model", inputs, outputs,
-        initializer=g.initializers + list(renamed.graph.initializer),
+        nodes, "fused_features_and_model", inputs, outputs,
+        initializer=[t for t in g.initializers + list(renamed.graph.initializer) if t.name in used],
     )
     opsets = {o.domain: o.version for o in model.opset_import}
     opsets[""] = max(opsets.get("", OPSET), OPSET)

@@ -36,7 +36,8 @@ TABLES = {"stats": STATS, "vocab": VOCAB, "state": STATE}
 
 def _records(n: int = 400, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
-    cats = ["grocery", " Grocery ", "TRAVEL", "travel ", "", "   ", None, "spaceships", "grocery x", "ünï"]
+    cats = ["grocery", " Grocery ", "TRAVEL", "travel ", "", "   ", None, "spaceships", "grocery x", "ünï", "Travel",
+            "GROCERY", "  grocery  ", "\tgrocery", " "]
     users = ["u1", "u2", "u3", None, "U1", " u1"]
     stamps = [dt.datetime(2026, 3, 29, 0, 0), dt.datetime(2026, 3, 29, 1, 30, 0, 500), dt.datetime(1969, 12, 31, 23, 59, 59),
               dt.datetime(2024, 2, 29, 12), dt.datetime(2100, 12, 31, 23, 59, 59), None]
@@ -67,10 +68,16 @@ def _compare(features: dict[str, str], joins: str = "", records: list[dict] | No
     con.register("request", request)
     expected = con.execute(sql).fetch_arrow_table()
     session = ort.InferenceSession(fused.onnx, providers=["CPUExecutionProvider"])
-    got = session.run(["features"], encode_inputs(request, fused.inputs))[0]
-    for j, name in enumerate(names):
-        want = expected.column(name).to_numpy(zero_copy_only=False).astype(np.float64).astype(np.float32)
-        np.testing.assert_allclose(got[:, j], want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+    feeds = encode_inputs(request, fused.inputs)
+    batch = session.run(["features"], feeds)[0]
+    # Row by row too: a lone clean row takes the exact-lookup branch, a batch with any dirty row the
+    # regex fallback, and both must agree with DuckDB.
+    rows = np.concatenate([session.run(["features"], {k: v[i:i + 1] for k, v in feeds.items()})[0]
+                           for i in range(request.num_rows)])
+    for got in (batch, rows):
+        for j, name in enumerate(names):
+            want = expected.column(name).to_numpy(zero_copy_only=False).astype(np.float64).astype(np.float32)
+            np.testing.assert_allclose(got[:, j], want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
 
 
 def test_arithmetic_functions_and_null_semantics() -> None:
@@ -81,6 +88,8 @@ def test_arithmetic_functions_and_null_semantics() -> None:
         "rounded": "round(t.amount)", "rounded2": "round(t.amount, 2)", "filled": "coalesce(t.amount, t.n, -1)",
         "greatest_ignores_null": "greatest(t.amount, t.n)", "least_ignores_null": "least(t.amount, t.n)",
         "as_int": "cast(t.amount as bigint)", "as_double": "cast(t.n as double)", "log10": "log(1 + abs(t.amount))",
+        "floor_int": "cast(floor(t.amount) as bigint)", "sum_int": "cast(floor(t.amount) + t.n as bigint)",
+        "half_int": "cast(floor(t.amount) * 0.5 as bigint)", "round_int": "cast(round(t.amount, 1) as bigint)",
     })
 
 
@@ -104,11 +113,16 @@ def test_strings_cleaned_and_compared_against_constants() -> None:
         "in_list": "cast(lower(trim(t.category)) in ('grocery', 'travel') as integer)",
         "empty_is_null": "cast(nullif(lower(trim(t.category)), '') is null as integer)",
         "never": "cast(lower(t.category) = 'Grocery' as integer)",
+        "never_padded": "cast(trim(t.category) = ' grocery' as integer)",  # trim(x) has no edge spaces
+        "not_padded": "cast(trim(t.category) <> 'travel ' as integer)",
+        "raw_empty": "cast(t.category = '' as integer)", "trimmed_empty": "cast(trim(t.category) = '' as integer)",
     })
 
 
 def test_timestamp_parts_including_pre_1970_leap_days_and_dst() -> None:
     _compare({"hour": "hour(t.at)", "dow": "isodow(t.at)", "day": "day(t.at)", "month": "month(t.at)",
+              "hour_int": "cast(hour(t.at) as integer)", "dow_int": "cast(isodow(t.at) + 1 as integer)",
+              "since": "cast(epoch(t.at) / 7 as bigint)",
               "epoch": "epoch(t.at)", "night": "cast(hour(t.at) < 6 as integer)"})
 
 
@@ -119,6 +133,9 @@ def test_frozen_tables_constants_lookups_and_list_contains() -> None:
             "category_index": "case when nullif(lower(trim(t.category)), '') is null then -1 "
                               "else coalesce(v.category_index, 0) end",
             "count": "coalesce(st.txn_count, 0)",
+            # folded row by row over the looked-up snapshot row, then mixed with request values
+            "per_txn": "10.0 / nullif(st.txn_count, 0)", "over_three": "t.amount / nullif(st.txn_count, 3)",
+            "known_count": "case when st.txn_count is null then -1 when st.txn_count > 2 then 1 else 0 end",
             "since": "epoch(t.at) - epoch(st.last_at)",
             "is_new": "case when nullif(lower(trim(t.category)), '') is null then -1 "
                       "when list_contains(coalesce(st.known, []), nullif(lower(trim(t.category)), '')) then 0 else 1 end",
@@ -152,3 +169,30 @@ def test_the_fused_graph_is_a_valid_standalone_onnx_model() -> None:
     onnx.checker.check_model(model, full_check=True)
     assert [i.name for i in model.graph.input] == ["at"]  # only the fields the features use
     assert [o.name for o in model.graph.output] == ["features", "model_out"]
+
+
+def test_a_sum_of_indicator_comparisons_is_one_vector_comparison_and_agrees() -> None:
+    bucket = " + ".join(f"cast(t.amount >= {c} as integer)" for c in (-3, 0, 2.5, 1e9))
+    _compare({"bucket": f"({bucket})", "bucket_n": " + ".join(f"cast(t.n < {c} as integer)" for c in (0, 12, 13)),
+              "mixed": "cast(t.amount >= 0 as integer) + cast(t.n >= 0 as integer) + cast(t.amount >= 2 as integer)"},
+             joins="cross join stats as s")
+    sql = f"with t as (select * from request) select t.__row_id, ({bucket}) as f from t as t"
+    ops = [n.op_type for n in onnx.load_from_string(compile_fused(sql, SCHEMA, TABLES, ("f",), _identity_model(1)).onnx).graph.node]
+    assert ops.count("GreaterOrEqual") == 1 and "ReduceSum" in ops, ops
+
+
+def test_small_requests_are_encoded_exactly_as_large_ones() -> None:
+    from serving import fused as fused_module
+
+    request = records_to_table(_records(60), SCHEMA)
+    large = encode_inputs(request, SCHEMA)  # 60 rows: Arrow kernels
+    for i in range(request.num_rows):
+        row = encode_inputs(request.slice(i, 1), SCHEMA)  # one row: Python values
+        for name, column in large.items():
+            got, want = row[name], column[i:i + 1]
+            assert got.dtype == want.dtype, name
+            if got.dtype == object:
+                assert got.tolist() == want.tolist(), name
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=name)
+    assert fused_module.SMALL_REQUEST_ROWS < 60

@@ -119,3 +119,22 @@ def test_any_json_becomes_a_table_or_a_validation_error(batch: list) -> None:
 
 def test_nul_characters_are_refused_they_mark_null_in_the_fused_model() -> None:
     assert problems([{**GOOD, "id": "a\0b"}]) == [(0, "id")]
+
+
+def test_small_and_large_batches_build_the_same_table() -> None:
+    # A few records are checked value by value and converted in one Arrow call; many records
+    # take the vectorised column path. Both must give the same table, nulls and all.
+    from serving.schema import _SMALL_BATCH
+
+    fields = (InputField("s", "string", True), InputField("d", "double", True), InputField("i", "integer", True),
+              InputField("b", "boolean", False), InputField("t", "timestamp", True))
+    rows = [{"s": s, "d": d, "i": i, "b": b, "t": t}
+            for s, d, i, b, t in zip(["a", None, "", "é"] * 10, [1, 2.5, None, -0.0] * 10, [None, 3, -(2**63), 2**63 - 1] * 10,
+                                     [True, False] * 20, ["2026-03-29T01:30:00.000500+02:00", None, "1969-12-31T23:59:59", "2100-01-01"] * 10)]
+    large = records_to_table(rows, fields)
+    assert len(rows) > _SMALL_BATCH
+    for start in range(0, len(rows), 3):
+        small = records_to_table(rows[start:start + 3], fields)
+        assert small.schema == large.schema
+        assert small.drop_columns(["__row_id"]).equals(large.slice(start, 3).drop_columns(["__row_id"]).combine_chunks())
+        assert small.column("__row_id").to_pylist() == list(range(small.num_rows))
