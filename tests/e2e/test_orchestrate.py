@@ -124,9 +124,12 @@ def test_runs_are_tracked_listed_and_compared(pipeline_run: PipelineRun) -> None
 def test_training_over_the_memory_budget_uses_a_recorded_seeded_sample(tmp_path: Path, pipeline_run: PipelineRun) -> None:
     import shutil
 
+    # The session's data, warehouse and stage outputs; retrain from them (--from train).
     shutil.copytree(pipeline_run.landing, tmp_path / "landing")
+    shutil.copy(pipeline_run.warehouse, tmp_path / "warehouse.duckdb")
+    shutil.copytree(pipeline_run.root / "artifacts", tmp_path / "artifacts")
     config = write_config(tmp_path, training={"max_rows": 8000}, parity={"rows": 300})
-    result = run_orchestrator("--config", str(config))
+    result = run_orchestrator("--config", str(config), "--from", "train")
     assert result.returncode == 0, result.stderr
     assert "exceed training.max_rows (8,000): training on a seeded sample of" in result.stdout
     champion = read_champion(tmp_path / "artifacts" / "registry")["bundle_id"]

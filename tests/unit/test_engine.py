@@ -188,3 +188,27 @@ def test_persisted_outputs_keep_key_order_and_digests_see_column_order(tmp_path:
     swapped = {**manifest, "nodes": {"model.p.f": {**manifest["nodes"]["model.p.f"],
                                                    "columns": {"a": {"name": "a"}, "b": {"name": "b"}}}}}
     assert dbt_logic_digest(manifest) != dbt_logic_digest(swapped)
+
+
+def test_a_long_stage_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from orchestration import engine
+
+    monkeypatch.setattr(engine, "PROGRESS_EVERY_S", 0.05)
+    lines: list[str] = []
+    ctx = _ctx(tmp_path)
+    ctx.echo = lines.append
+    slow = Stage("slow", "takes a while", (), (), lambda c: time.sleep(0.3) or {})
+    Engine(ctx, (slow,)).run()
+    assert any(line.startswith("[slow] still running: ") for line in lines), lines
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "backfill", "watch", "runs", "promote", "rollback", "simulate",
+                                     "demo-data"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestration.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and f"orchestrate.py {command}" in capsys.readouterr().out
