@@ -110,31 +110,21 @@ def _day_series(rows: list[tuple[Any, ...]]) -> tuple[dict[str, list[tuple[float
 
 def _sections(con: duckdb.DuckDBPyConnection | None, cfg: PipelineConfig) -> dict[str, str]:
     s: dict[str, str] = {}
-    # DAG status and stage durations: ops.stage_runs when the engine records it, else ml.run_stage_durations.
+    # DAG status and stage durations, from the engine's run records (ops.*).
     stage_rows = _query(con, "select run_id, min(started_at), stage, status, duration_s from ops.stage_runs "
                              "group by run_id, stage, status, duration_s order by 2")
-    if stage_rows:
-        runs = _query(con, "select run_id, command, started_at, finished_at, status, error from ops.pipeline_runs "
-                           "order by started_at desc limit 20")
-        status = _table(("run", "command", "started", "finished", "status", "error"), runs, "no pipeline runs recorded")
-        order = {r: i for i, r in enumerate(dict.fromkeys(r[0] for r in stage_rows))}
-        series: dict[str, list[tuple[float, float]]] = {}
-        for run_id, _, stage, _, seconds in stage_rows:
-            series.setdefault(stage, []).append((float(order[run_id]), seconds))
-    else:
-        dur = _query(con, "select d.run_id, t.recorded_at, d.stage, d.seconds from ml.run_stage_durations d "
-                          "left join ml.training_runs t using (run_id) where d.stage not like 'train.%' order by t.recorded_at")
-        order = {r: i for i, r in enumerate(dict.fromkeys(r[0] for r in dur))}
-        series = {}
-        for run_id, _, stage, seconds in dur:
-            series.setdefault(stage, []).append((float(order[run_id]), seconds))
-        runs = _query(con, "select run_id, max(checked_at), count(*), count(*) filter (where not passed) "
-                           "from validation.check_results group by run_id order by 2 desc limit 20")
-        decided = {r[0]: r[1] for r in _query(con, "select run_id, fire from monitoring.retrain_decisions")}
-        trained = {r[0]: r[1] for r in _query(con, "select run_id, status from ml.training_runs")}
-        status = _table(("run", "validated at", "checks", "failed checks", "retrain fired", "training run"),
-                        [(r[0], r[1], r[2], r[3], decided.get(r[0]), trained.get(r[0], "not trained")) for r in runs],
-                        "no runs recorded yet (the warehouse is new, or every run failed before validation)")
+    runs = _query(con, "select run_id, command, started_at, finished_at, status, error from ops.pipeline_runs "
+                       "order by started_at desc limit 20")
+    status = _table(("run", "command", "started", "finished", "status", "error"), runs, "no pipeline runs recorded yet")
+    latest = _query(con, "select stage, status, reason, round(duration_s, 2), attempts, error from ops.stage_runs "
+                         "where run_id = (select run_id from ops.pipeline_runs order by started_at desc limit 1) "
+                         "order by started_at")
+    status += "<h3>Stages of the latest run</h3>" + _table(
+        ("stage", "status", "why", "seconds", "attempts", "error"), latest, "no stage recorded for it")
+    order = {r: i for i, r in enumerate(dict.fromkeys(r[0] for r in stage_rows))}
+    series: dict[str, list[tuple[float, float]]] = {}
+    for run_id, _, stage, _, seconds in stage_rows:
+        series.setdefault(stage, []).append((float(order[run_id]), seconds or 0.0))
     labels = {float(i): r[:6] for r, i in order.items()}
     s["runs"] = status + line_chart(series, labels, "Stage durations per run (x: run)", "seconds")
     alerts = _query(con, "select raised_at, run_id, stage, severity, message from validation.alerts order by raised_at desc limit 10")
