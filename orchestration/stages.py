@@ -88,7 +88,19 @@ def _freshness_as_of(setting: str, days: list[dt.date]) -> str | None:
     return setting
 
 
+def _check_backfill_range(ctx: RunContext) -> None:
+    """A backfill over days with no landing partition is a mistake worth naming, not a silent no-op."""
+    start, end = ctx.backfill
+    days = sorted(p.stem for p in partition_files(ctx.cfg.landing, ctx.source_table))
+    if not any(start.isoformat() <= d <= end.isoformat() for d in days):
+        raise StageError(f"backfill {start}..{end}: no landing partition in that range "
+                         f"({ctx.cfg.landing / ctx.source_table} holds {days[0] if days else 'none'}"
+                         f"{f' to {days[-1]}' if days else ''}); pick days that landed")
+
+
 def _ingest(ctx: RunContext) -> dict[str, Any]:
+    if ctx.backfill:
+        _check_backfill_range(ctx)
     fields = dbt_manifest.input_schema(ctx.state["manifest"], ctx.cfg.dbt.source, include_labels=True)
     result = ingest(
         ctx.cfg.landing, ctx.source_table, {f.name: f.type for f in fields}, ctx.cfg.warehouse, ctx.run_id, ctx.echo,

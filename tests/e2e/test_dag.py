@@ -204,6 +204,8 @@ def test_a_changed_published_partition_is_refused_until_backfilled_and_backfill_
     again = world.run("backfill", "--start", "2026-01-05", "--end", "2026-01-05")
     assert again.returncode == 0, again.stderr
     assert {"ingest", "dbt_build", "publish"} <= _ran(again.stdout) and "monitor" not in _ran(again.stdout)
+    empty = world.run("backfill", "--start", "2030-01-01", "--end", "2030-01-31")
+    assert empty.returncode == 1 and "backfill 2030-01-01..2030-01-31: no landing partition in that range" in empty.stderr
     hashes = world.query("select features_hash from validation.publications order by published_at desc limit 2")
     assert hashes[0] == hashes[1]  # same range, same data: the same features
     assert world.query("select count(*), sum(count_rows) from raw.ingestion_log") == \
