@@ -226,6 +226,8 @@ class Engine:
         self.digests: dict[str, str] = {}
         """State value -> digest, as its latest producer left it."""
         self._files: dict[tuple[str, str], dict[str, Any]] = {}
+        self._skipped: list[tuple[str, str, dict[str, str], str]] = []
+        """Skipped stages not yet recorded: written together, before the next stage runs."""
         ctx.state.loader = self._load
 
     # keys
@@ -356,8 +358,7 @@ class Engine:
             key = decision.key or self.key_of(stage, parts)
             if not decision.run:
                 ctx.echo(f"[{stage.name}] skipped: {decision.reason}")
-                self._record(lambda: records.skip_stage(ctx.cfg.warehouse, ctx.run_id, stage.name, key, parts,
-                                                        decision.reason))
+                self._skipped.append((stage.name, key, parts, decision.reason))
                 prev = self.last.get(stage.name)
                 if prev is not None and prev.key == key:
                     self._adopt(stage, key, prev.output_digests)
@@ -366,8 +367,14 @@ class Engine:
                         self.digests.pop(name, None)
                 done.append((decision, 0.0, {}))
                 continue
+            self._flush_skipped()
             done.append(self._execute(stage, decision, key, parts))
+        self._flush_skipped()
         return done
+
+    def _flush_skipped(self) -> None:
+        skipped, self._skipped = self._skipped, []
+        self._record(lambda: records.skip_stages(self.ctx.cfg.warehouse, self.ctx.run_id, skipped))
 
     def _upstream_of(self, name: str) -> set[str]:
         """Stages whose outputs ``name`` reads, directly or through others."""

@@ -106,12 +106,16 @@ def finish_stage(warehouse: Path, run_id: str, stage: str, *, status: str, durat
              error, json.dumps(output_digests) if output_digests is not None else None, attempts, run_id, stage])
 
 
-def skip_stage(warehouse: Path, run_id: str, stage: str, key: str, key_parts: dict[str, str], reason: str) -> None:
+def skip_stages(warehouse: Path, run_id: str, skipped: list[tuple[str, str, dict[str, str], str]]) -> None:
+    """Record skipped stages, (stage, key, key parts, reason) each, in one connection: a no-op run
+    writes all of its rows at once rather than one checkpoint per stage."""
+    if not skipped:
+        return
     at = now()
     with _connect(warehouse) as con:
-        con.execute("insert into ops.stage_runs (run_id, stage, key, status, reason, started_at, finished_at, "
-                    "duration_s, key_parts) values (?, ?, ?, 'skipped', ?, ?, ?, 0, ?)",
-                    [run_id, stage, key, reason, at, at, json.dumps(key_parts)])
+        con.executemany("insert into ops.stage_runs (run_id, stage, key, status, reason, started_at, finished_at, "
+                        "duration_s, key_parts) values (?, ?, ?, 'skipped', ?, ?, ?, 0, ?)",
+                        [[run_id, stage, key, reason, at, at, json.dumps(parts)] for stage, key, parts, reason in skipped])
 
 
 def last_executions(warehouse: Path) -> dict[str, LastExecution]:
