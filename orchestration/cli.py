@@ -15,7 +15,7 @@ import duckdb
 from orchestration import demo_data, promotion, records
 from orchestration.config import PipelineConfig, load_config
 from orchestration.context import RunContext
-from orchestration.engine import Decision, Engine, Selection, landing_digest, with_retries
+from orchestration.engine import Engine, StageDecision, Selection, landing_digest, with_retries
 from orchestration.errors import ConfigError, StageError
 from orchestration.monitoring import simulate
 from orchestration.monitoring.report import write_report
@@ -34,7 +34,7 @@ def _echo(message: str) -> None:
     print(message, flush=True)
 
 
-def _summary(ctx: RunContext, done: list[tuple[Decision, float, dict]], seconds: float) -> str:
+def _summary(ctx: RunContext, done: list[tuple[StageDecision, float, dict]], seconds: float) -> str:
     by_stage = {d.stage: summary for d, _, summary in done}
     lines = ["", "pipeline finished", f"  {'stage':<{W}} {'status':<8} {'seconds':>8}  detail"]
     for decision, secs, summary in done:
@@ -192,9 +192,7 @@ def _track(ctx: RunContext, error: str | None) -> None:
         return  # no model trained in this run: nothing to track
     from orchestration.release import run_record  # noqa: PLC0415 (model-side imports only when needed)
 
-    record = run_record(ctx, error)
-    if record is not None:
-        tracking.record_run(ctx.cfg.warehouse, record)
+    tracking.record_run(ctx.cfg.warehouse, run_record(ctx, error))
 
 
 def _cmd_runs(args: argparse.Namespace, cfg: PipelineConfig) -> int:

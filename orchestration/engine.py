@@ -162,7 +162,7 @@ def with_retries(fn: Callable[[], Any], retry: Retry, what: str, echo: Callable[
 # --- planning --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Decision:
+class StageDecision:
     """Whether a stage runs in this run, and why."""
 
     stage: str
@@ -257,47 +257,44 @@ class Engine:
     def key_of(stage: Stage, parts: dict[str, str]) -> str:
         return sha256(canonical({"stage": stage.name, **parts}))
 
-    def decide(self, stage: Stage) -> Decision:
+    def decide(self, stage: Stage) -> StageDecision:
         parts = self.key_parts(stage)
         key = None if parts is None else self.key_of(stage, parts)
         # An explicit --force/--from/--only outranks a stage's `when` (e.g. the retrain policy).
         if self.selection.forced(self.names, stage.name):
-            return Decision(stage.name, True, "forced (--force, --from or --only)", key)
+            return StageDecision(stage.name, True, "forced (--force, --from or --only)", key)
         try:
             skip = stage.when(self.ctx) if stage.when else None
         except KeyError as missing:  # plan: it depends on a value a stage that runs first will produce
-            return Decision(stage.name, True, f"decided in the run, once {missing} is known", key)
+            return StageDecision(stage.name, True, f"decided in the run, once {missing} is known", key)
         if skip:
-            return Decision(stage.name, False, skip, key)
+            return StageDecision(stage.name, False, skip, key)
         prev = self.last.get(stage.name)
         if prev is None:
-            return Decision(stage.name, True, "never ran", key)
+            return StageDecision(stage.name, True, "never ran", key)
         if prev.status == "running":
-            return Decision(stage.name, True, f"interrupted in run {prev.run_id}: resuming", key)
+            return StageDecision(stage.name, True, f"interrupted in run {prev.run_id}: resuming", key)
         if prev.status == "failed":
-            return Decision(stage.name, True, f"failed in run {prev.run_id}", key)
+            return StageDecision(stage.name, True, f"failed in run {prev.run_id}", key)
         if parts is None:
             own = self.own_parts(stage)
             changed = [k for k in own if own[k] is not None and prev.key_parts.get(k) != own[k]]
             waiting = [i for i in stage.inputs if i not in self.digests]
-            return Decision(stage.name, True, (f"changed: {', '.join(changed)}; " if changed else "")
+            return StageDecision(stage.name, True, (f"changed: {', '.join(changed)}; " if changed else "")
                             + f"reads {', '.join(waiting)} from a stage that runs first: runs if that changed", None)
         if prev.key != key:
-            return Decision(stage.name, True, _changed(prev.key_parts, parts), key)
+            return StageDecision(stage.name, True, _changed(prev.key_parts, parts), key)
         if not self.store.has(stage.name, key):
-            return Decision(stage.name, True, f"its outputs are missing from {self.store.root}", key)
-        return Decision(stage.name, False, f"unchanged since run {prev.run_id}", key)
+            return StageDecision(stage.name, True, f"its outputs are missing from {self.store.root}", key)
+        return StageDecision(stage.name, False, f"unchanged since run {prev.run_id}", key)
 
     def _adopt(self, stage: Stage, key: str, output_digests: dict[str, str]) -> None:
         """Take the outputs of ``stage``'s execution ``key`` as this run's (without loading them)."""
         for name in stage.outputs:
             self.location[name] = (stage.name, key)
-            self.state_drop(name)
+            dict.pop(self.ctx.state, name, None)  # a value from an earlier stage is superseded
             if name in output_digests:
                 self.digests[name] = output_digests[name]
-
-    def state_drop(self, name: str) -> None:
-        dict.pop(self.ctx.state, name, None)
 
     def _load(self, name: str) -> Any:
         if name not in self.location:
@@ -309,7 +306,7 @@ class Engine:
 
     # planning
 
-    def plan(self) -> list[Decision]:
+    def plan(self) -> list[StageDecision]:
         """What a run would do, without running anything: inputs produced by a stage that would run
         are unknown until it runs, so its consumers show as "runs if it changed"."""
         decisions = []
@@ -327,23 +324,23 @@ class Engine:
                     self.digests.pop(name, None)
         return decisions
 
-    def _hydrate(self, stage: Stage, plan: bool = False) -> Decision:
+    def _hydrate(self, stage: Stage, plan: bool = False) -> StageDecision:
         prev = self.last.get(stage.name)
         if not stage.outputs:
-            return Decision(stage.name, False, "not run (--from/--only); it hands nothing on", None)
+            return StageDecision(stage.name, False, "not run (--from/--only); it hands nothing on", None)
         if prev is None or prev.status != "succeeded":
             if plan:
-                return Decision(stage.name, False, "taken as is, but it has no successful execution", None)
+                return StageDecision(stage.name, False, "taken as is, but it has no successful execution", None)
             raise StageError(
                 f"stage {stage.name!r} has no successful execution to take its outputs from "
                 f"({'never ran' if prev is None else prev.status + ' in run ' + prev.run_id}); "
                 f"run `python orchestrate.py --from {stage.name}` or a full run first", stage=stage.name)
         self._adopt(stage, prev.key, prev.output_digests)
-        return Decision(stage.name, False, f"taken as run {prev.run_id} left it (--from/--only)", prev.key)
+        return StageDecision(stage.name, False, f"taken as run {prev.run_id} left it (--from/--only)", prev.key)
 
     # running
 
-    def run(self) -> list[tuple[Decision, float, dict[str, Any]]]:
+    def run(self) -> list[tuple[StageDecision, float, dict[str, Any]]]:
         """Run the stages; a failure raises ``StageError`` naming the stage and the cause."""
         ctx, done = self.ctx, []
         for stage in self.stages:
@@ -392,8 +389,8 @@ class Engine:
     def _record(self, fn: Callable[[], None]) -> None:
         with_retries(fn, self.ctx.cfg.retries.default, "records", self.ctx.echo)
 
-    def _execute(self, stage: Stage, decision: Decision, key: str,
-                 parts: dict[str, str]) -> tuple[Decision, float, dict[str, Any]]:
+    def _execute(self, stage: Stage, decision: StageDecision, key: str,
+                 parts: dict[str, str]) -> tuple[StageDecision, float, dict[str, Any]]:
         ctx = self.ctx
         ctx.echo(f"[{stage.name}] {stage.description} ({decision.reason})")
         ctx.current_stage = stage.name

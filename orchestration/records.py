@@ -86,13 +86,10 @@ def finish_pipeline(warehouse: Path, run_id: str, status: str, error: str | None
                     [now(), status, error, run_id])
 
 
-def start_stage(warehouse: Path, run_id: str, stage: str, key: str, key_parts: dict[str, str],
-                reason: str) -> dt.datetime:
-    started = now()
+def start_stage(warehouse: Path, run_id: str, stage: str, key: str, key_parts: dict[str, str], reason: str) -> None:
     with _connect(warehouse) as con:
         con.execute("insert into ops.stage_runs (run_id, stage, key, status, reason, started_at, key_parts) "
-                    "values (?, ?, ?, 'running', ?, ?, ?)", [run_id, stage, key, reason, started, json.dumps(key_parts)])
-    return started
+                    "values (?, ?, ?, 'running', ?, ?, ?)", [run_id, stage, key, reason, now(), json.dumps(key_parts)])
 
 
 def finish_stage(warehouse: Path, run_id: str, stage: str, *, status: str, duration_s: float, rows: int | None,

@@ -54,11 +54,8 @@ def _code_version(root: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
-def run_record(ctx: RunContext, error: str | None = None) -> RunRecord | None:
-    """The tracking record of this run, or None when it trained no model (failed early, or train
-    was skipped because nothing it reads changed)."""
-    if "train" not in ctx.durations:
-        return None
+def run_record(ctx: RunContext, error: str | None = None) -> RunRecord:
+    """The tracking record of a run whose train stage ran."""
     trained: TrainedModel = ctx.state["trained"]
     return RunRecord(
         run_id=ctx.run_id,
