@@ -98,7 +98,8 @@ class Monitoring:
     """PSI at or above which a monitored column counts as drifted (0.1 is usually read as a
     moderate shift, 0.25 as a large one). Passed to dbt as var ``drift_psi_threshold``."""
     important_features: tuple[str, ...] = ("amount", "merchant_category", "country", "channel")
-    """Monitored columns (staged names) whose drift can trigger a retrain; others are only reported."""
+    """Monitored raw columns (staged names) or model features (fct_transaction_features names, drift
+    over 7 days of landed data) whose drift can trigger a retrain; others are only reported."""
     lookback_days: int = 3
     """The policy reads the newest this many days after the champion's training data."""
     max_auc_drop: float = 0.05

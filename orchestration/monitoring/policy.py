@@ -153,6 +153,17 @@ def measure(cfg: PipelineConfig) -> Measured:
                 if column not in out.setdefault("drift_psi", {}):
                     out["drift_psi"][column] = float(psi)
                     out.setdefault("drift_day", {})[column] = where
+        if _exists(con, "monitoring.monitoring_daily_feature_drift"):
+            # The model's features in landed data (7 days ending each day), by feature name.
+            rows = con.execute(
+                "select feature_name, psi, 'landed features, 7 days to ' || day from "
+                "monitoring.monitoring_daily_feature_drift where day in (select distinct day from "
+                "monitoring.monitoring_daily_feature_drift where day > ? order by day desc limit ?) "
+                "and psi is not null order by psi desc", [after, lookback]).fetchall()
+            for feature, psi, where in rows:
+                if feature not in out.setdefault("drift_psi", {}):
+                    out["drift_psi"][feature] = float(psi)
+                    out.setdefault("drift_day", {})[feature] = where
         newest = []
         if _exists(con, "staging.stg_bank__transactions"):
             newest.append(con.execute("select max(event_at)::date from staging.stg_bank__transactions").fetchone()[0])

@@ -169,6 +169,20 @@ def _sections(con: duckdb.DuckDBPyConnection | None, cfg: PipelineConfig) -> dic
                              "PSI", threshold=thr)
                   + line_chart(*_day_series(landed), "Drift of landed data vs the champion's training baseline (PSI)",
                                "PSI", threshold=thr)
+                  + line_chart(*_day_series(_query(
+                      con, "select feature_name, day, psi from monitoring.monitoring_daily_feature_drift "
+                           "where feature_name in (select feature_name from monitoring.monitoring_daily_feature_drift "
+                           "group by all order by max(psi) desc limit 8) order by day")),
+                      "Drift of the model's features in landed data, 7 days ending each day (PSI; the 8 largest)",
+                      "PSI", threshold=thr)
+                  + "<h3>Model features on the newest landed day</h3>" + _table(
+                      ("feature", "day", "PSI (7 days)", "largest bin change", "null fraction", "baseline nulls",
+                       "drifted"),
+                      _query(con, "select feature_name, day, psi, max_share_change, round(null_fraction, 4), "
+                                  "round(baseline_null_fraction, 4), case when is_drifted then 'DRIFTED' else 'no' end "
+                                  "from monitoring.monitoring_daily_feature_drift where day = (select max(day) from "
+                                  "monitoring.monitoring_daily_feature_drift) order by feature_order"),
+                      "no data yet: the monitor stage builds it once a model is deployed")
                   + line_chart(*_day_series(_query(con, "select data_source || ' ' || column_name, day, unseen_share "
                                                         "from monitoring.monitoring_daily_drift where unseen_share > 0 order by day")),
                                "Unseen-category share", "share")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -70,3 +71,32 @@ def test_simulate_cli_bad_input_is_one_line(args: list[str], message: str, tmp_p
     assert proc.stderr.strip().splitlines() == [f"orchestrate simulate: {message}; expected some of "
                                                "['amount-shift', 'channel-mix', 'country-mix']"
                                                if "drift" in message else f"orchestrate simulate: {message}"]
+
+
+def test_model_feature_drift_in_landed_data_is_measured_and_can_fire(tmp_path: Path) -> None:
+    import json
+
+    import duckdb
+
+    from orchestration.config import Paths, PipelineConfig
+    from orchestration.monitoring.policy import measure
+
+    bundle = "c" * 64
+    (tmp_path / "artifacts" / "registry" / "bundles" / bundle).mkdir(parents=True)
+    (tmp_path / "artifacts" / "registry" / "champion.json").write_text(json.dumps({"bundle_id": bundle}))
+    (tmp_path / "artifacts" / "registry" / "bundles" / bundle / "manifest.json").write_text(json.dumps({
+        "bundle_id": bundle, "metrics": {"test": {"roc_auc": 0.95}},
+        "lineage": {"data_fingerprint": {"last_event": "2026-01-20 23:00:00"}}}))
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("create schema monitoring; create table monitoring.monitoring_daily_feature_drift "
+                    "(day date, feature_name varchar, psi double)")
+        con.execute("insert into monitoring.monitoring_daily_feature_drift values "
+                    "('2026-01-19', 'log_amount', 0.9), ('2026-01-21', 'log_amount', 0.31), ('2026-01-21', 'hour_of_day', 0.02)")
+    cfg = PipelineConfig(root=tmp_path, paths=Paths(warehouse=tmp_path / "w.duckdb", artifacts=tmp_path / "artifacts"))
+    measured = measure(cfg)
+    # Only days after the champion's data count: 2026-01-19's 0.9 was in its training data.
+    assert measured.drift_psi == {"log_amount": 0.31, "hour_of_day": 0.02}
+    assert measured.drift_day["log_amount"] == "landed features, 7 days to 2026-01-21"
+    fired = decide(dataclasses.replace(measured, new_labelled_rows=500),
+                   Monitoring(important_features=("log_amount",), min_new_labelled_rows=10_000))
+    assert fired.fire and fired.reasons[0].startswith("drift: log_amount PSI 0.310")
