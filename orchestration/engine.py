@@ -226,6 +226,7 @@ class Engine:
         self.digests: dict[str, str] = {}
         """State value -> digest, as its latest producer left it."""
         self._files: dict[tuple[str, str], dict[str, Any]] = {}
+        self._own: dict[str, dict[str, str | None]] = {}
         self._skipped: list[tuple[str, str, dict[str, str], str]] = []
         """Skipped stages not yet recorded: written together, before the next stage runs."""
         ctx.state.loader = self._load
@@ -233,7 +234,13 @@ class Engine:
     # keys
 
     def own_parts(self, stage: Stage) -> dict[str, str | None]:
-        """Key parts that do not come from other stages: code, config, external sources."""
+        """Key parts that do not come from other stages: code, config, external sources (computed
+        once per stage and run: hashing the landing files is the costliest of them)."""
+        if stage.name not in self._own:
+            self._own[stage.name] = self._compute_own_parts(stage)
+        return self._own[stage.name]
+
+    def _compute_own_parts(self, stage: Stage) -> dict[str, str | None]:
         parts = {"code": self.code, "config": config_digest(self.ctx.cfg, stage.config)}
         for source in stage.sources:
             try:
@@ -244,7 +251,7 @@ class Engine:
 
     def key_parts(self, stage: Stage) -> dict[str, str] | None:
         """The stage's key parts, or None when an input's digest is not known yet."""
-        parts = self.own_parts(stage)
+        parts = dict(self.own_parts(stage))
         if None in parts.values():
             return None
         for name in stage.inputs:
