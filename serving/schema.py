@@ -48,6 +48,8 @@ _FAST_TYPES: dict[str, frozenset[type]] = {
 # send (ISO-8601, "T", seconds, up to 6 fraction digits, optional "Z" or +HH:MM). Arrow refuses what
 # Python's fromisoformat refuses among them (checked value for value in tests); any refusal or
 # anything else goes value by value, which decides and names the problem.
+_MIN_MICROS = (dt.datetime.min - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+_MAX_MICROS = (dt.datetime.max - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
 _ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
 
 
@@ -141,13 +143,17 @@ def _fast_timestamps(array: pa.StringArray) -> pa.Array | None:
     if not pc.all(pc.match_substring_regex(array, _ISO_TIMESTAMP)).as_py():
         return None
     try:
-        return array.cast(ARROW_TYPES["timestamp"])  # no zone on any value
+        parsed = array.cast(ARROW_TYPES["timestamp"])  # no zone on any value
     except pa.ArrowException:
-        pass
-    try:  # a zone on every value: to UTC, then naive, as _check_timestamp converts
-        return array.cast(pa.timestamp("us", tz="UTC")).cast(ARROW_TYPES["timestamp"])
-    except pa.ArrowException:
-        return None
+        try:  # a zone on every value: to UTC, then naive, as _check_timestamp converts
+            parsed = array.cast(pa.timestamp("us", tz="UTC")).cast(ARROW_TYPES["timestamp"])
+        except pa.ArrowException:
+            return None
+    bounds = pc.min_max(parsed.cast(pa.int64()))
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is not None and not (_MIN_MICROS <= low and high <= _MAX_MICROS):
+        return None  # past year 1 or 9999 once in UTC: Python's datetime cannot hold it; named value by value
+    return parsed
 
 
 def _slow_column(values: list[Any], field: InputField, problems: list[FieldProblem]) -> pa.Array | None:

@@ -124,10 +124,10 @@ def test_fast_encoder_refuses_a_non_finite_score_like_the_reference(fixed_clock:
 
 
 def test_fast_encoder_for_multiclass_and_regression_outputs(fixed_clock: None) -> None:
-    records = [{"a": "x"}, {"a": "é"}]
-    _same_bytes(records, Predictions("m", "regression", np.array([1e-05, 12.5]), None))
-    _same_bytes(records, Predictions("m", "multiclass", np.array([[0.2, 0.8], [1e-6, 1 - 1e-6]]),
-                                     np.array(["b", "a"], dtype=object), ["a", "b"]))
+    records = [{"a": "x"}, {"a": "é"}, {"a": "},{"}]
+    _same_bytes(records, Predictions("m", "regression", np.array([1e-05, 12.5, -3.0]), None))
+    _same_bytes(records, Predictions("m", "multiclass", np.array([[0.2, 0.8], [1e-6, 1 - 1e-6], [0.5, 0.5]]),
+                                     np.array(["b", "a", "a"], dtype=object), ["a", "b"]))
 
 
 def test_fast_encoder_hands_what_orjson_refuses_to_the_reference(fixed_clock: None) -> None:
@@ -136,8 +136,8 @@ def test_fast_encoder_hands_what_orjson_refuses_to_the_reference(fixed_clock: No
     class Name(str):
         pass
 
-    records = [{"at": dt.datetime(2026, 1, 1, 10, 0)}, {"name": Name("x")}, {1: "one"}]
-    _same_bytes(records, _binary([0.1, 0.2, 0.3]))
+    for odd in ({"at": dt.datetime(2026, 1, 1, 10, 0)}, {"name": Name("x")}, {1: "one"}):
+        _same_bytes([{"a": 1}, odd, {"a": 2}], _binary([0.1, 0.2, 0.3]))
 
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)

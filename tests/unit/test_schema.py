@@ -182,3 +182,10 @@ def test_vectorised_timestamps_mixing_zones_and_edge_values() -> None:
                 "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-01-01T10:00:00+24:00"]:
         rows = [{**GOOD, "at": t} for t in texts] + [{**GOOD, "at": bad}]
         assert [(p[0], p[1]) for p in _outcome(rows)] == [(len(texts), "at")], bad
+
+
+def test_timestamps_past_year_9999_once_in_utc_are_named() -> None:
+    rows = [{**GOOD, "at": "9999-12-31T23:59:59-00:01"}] * 20  # Arrow holds year 10000; Python cannot
+    one = _outcome(rows[:1])
+    assert one[0][:2] == (0, "at") and "out of range" in one[0][2]
+    assert _outcome(rows) == [(i, "at", one[0][2]) for i in range(20)]
