@@ -44,12 +44,12 @@ _FAST_TYPES: dict[str, frozenset[type]] = {
     "boolean": frozenset({bool}),
     "timestamp": frozenset({str}),
 }
+_MIN_MICROS = (dt.datetime.min - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+_MAX_MICROS = (dt.datetime.max - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
 # Timestamps that Arrow parses in one call, only after every value matches this: the forms clients
 # send (ISO-8601, "T", seconds, up to 6 fraction digits, optional "Z" or +HH:MM). Arrow refuses what
 # Python's fromisoformat refuses among them (checked value for value in tests); any refusal or
 # anything else goes value by value, which decides and names the problem.
-_MIN_MICROS = (dt.datetime.min - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
-_MAX_MICROS = (dt.datetime.max - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
 _ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
 
 
@@ -195,12 +195,12 @@ def records_to_table(records: Iterable[Mapping[str, Any]], fields: Sequence[Inpu
     records = list(records)
     if not records:
         raise InputValidationError([FieldProblem(0, "records", EMPTY_BATCH)])
-    small = len(records) <= _SMALL_BATCH
+    small = len(records) <= _SMALL_BATCH  # Arrow's vectorised checks cost more than they save here
     columns = None if small else _plain_columns(records, [f.name for f in fields])
     if columns is not None:
         return _columns_table(columns, fields, len(records))
     problems = _shape_problems(records, frozenset(f.name for f in fields))
-    arrays = []  # Arrow's vectorised checks cost more than they save here
+    arrays = []
     # JSON gives plain dicts, and once every record has exactly the schema's keys a column is a
     # plain item lookup; the general form (any Mapping, missing keys) is for everything else.
     plain = not problems and all(type(r) is dict for r in records)
