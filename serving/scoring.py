@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from serving.metrics import ServerMetrics
-from serving.prediction_log import PredictionLog, log_lines
+from serving.prediction_log import PredictionLog, encode_log_lines
 from serving.predictor import Predictions
 from serving.reload import ModelHolder
 from serving.schema import ROW_ID
@@ -119,11 +119,10 @@ class BatchingScorer:
         except Exception as exc:  # a genuine server fault; every request in the batch reports it
             return [exc] * len(jobs)
         results, lines, start = [], [], 0
-        outputs = scored.to_records()
         for job in jobs:
             end = start + job.request.num_rows
-            results.append(scored.slice(start, end))
-            lines.append(log_lines(job.request_id, scored.model_id, job.records, outputs[start:end]))
+            results.append(part := scored.slice(start, end))
+            lines.append(encode_log_lines(job.request_id, scored.model_id, job.records, part))
             start = end
         try:
             self._log.append(b"".join(lines))

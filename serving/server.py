@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -76,6 +77,37 @@ class AsciiJSONResponse(JSONResponse):
 def _json_bytes(content: Any) -> bytes:
     """JSON with every non-ASCII character escaped, so any echoed input (even a lone surrogate) encodes."""
     return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+# Byte -> b"0" for ASCII digits, b"." for anything else: a run of 19 digits shows an integer that
+# orjson would read as a float (past 64 bits) where the standard library keeps an int.
+_DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+
+
+def parse_json(raw: bytes) -> Any:
+    """``json.loads(raw)``, faster: orjson reads the body when it would give the same values.
+
+    orjson refuses what the standard library accepts beyond RFC 8259 (NaN and Infinity, lone
+    surrogates, a byte-order mark, UTF-16 and UTF-32, nesting past 1024), so those bodies, and
+    any with an integer literal of 19 digits or more (which orjson turns into a float past 64
+    bits), are read by ``json.loads``, which raises what it raised before for invalid JSON.
+    """
+    if _LONG_DIGIT_RUN not in raw.translate(_DIGIT_RUNS):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
+
+
+def _success_bytes(content: dict[str, Any]) -> bytes:
+    """A scored answer's JSON; the standard library's when orjson refuses a value (never NaN here:
+    non-finite scores fail at the prediction log, before the answer)."""
+    try:
+        return orjson.dumps(content)
+    except orjson.JSONEncodeError:
+        return _json_bytes(content)
 
 
 def _error_body(message: str, problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -314,7 +346,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             metrics.count_error("body_too_large")
             return _error_bytes(413, f"request body is over the {settings.max_body_bytes} byte limit; send smaller batches")
         try:
-            body = json.loads(raw)
+            body = parse_json(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints; deep nesting
             metrics.count_error("invalid_json")
             return _error_bytes(400, f"request body is not valid JSON: {str(exc)[:200]}")
@@ -339,7 +371,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             payload.update(out[0])
         else:
             payload["predictions"] = out
-        return 200, _json_bytes(payload), [(b"x-request-id", request_id.encode())]
+        return 200, _success_bytes(payload), [(b"x-request-id", request_id.encode())]
 
     # Declared for the OpenAPI document (and served when the app is mounted without the fast path).
     @app.post("/predict", summary="Score one raw record or a batch", openapi_extra=_openapi_predict(schema, settings.max_records))

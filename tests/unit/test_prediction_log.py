@@ -48,3 +48,111 @@ def test_append_reaches_the_kernel_before_it_returns(tmp_path: Path) -> None:
     # Another reader sees the bytes with no flush or close on our side: a SIGKILL now would keep them.
     assert os.path.getsize(log.path) == len(_lines(2)) or log.path.read_text().count("\n") == 2
     log.close()
+
+
+# --- the fast encoder the server uses writes the reference encoder's bytes -------------------------
+
+import datetime as dt  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import serving.prediction_log as prediction_log  # noqa: E402
+from serving.prediction_log import encode_log_lines  # noqa: E402
+from serving.predictor import Predictions  # noqa: E402
+
+TRICKY_TEXT = ["é", "\u2028\u2029", "😀 and \U0010ffff", "\x7f", "\x00\x01\x1f\t\n\r\b\f", '"\\/', "},{", '"},{"',
+               "e-commerce", "0.00001", "x\u00a0y", ""]
+TRICKY_NUMBERS = [0, -0.0, 1e-05, 9e-05, 0.0001, 0.00012, 1.5e-7, 5e-324, 1e16, 1.2345678901234568e+17, 1e300,
+                  470.9, 0.1, 2**63 - 1, -(2**63), 2**64 + 1, 10**30, True, False, None]
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prediction_log, "_utc_now", lambda: dt.datetime(2026, 3, 1, 12, 0, 0, 5, tzinfo=dt.timezone.utc))
+
+
+def _binary(scores: list[float]) -> Predictions:
+    array = np.asarray(scores, dtype=np.float64)
+    return Predictions("m" * 64, "binary", array, (array >= 0.5).astype(np.int8))
+
+
+def _same_bytes(records: list[dict], predictions: Predictions) -> bytes:
+    expected = log_lines("req-1", predictions.model_id, records, predictions.to_records())
+    assert encode_log_lines("req-1", predictions.model_id, records, predictions) == expected
+    return expected
+
+
+def test_fast_encoder_writes_the_reference_bytes_for_tricky_values(fixed_clock: None) -> None:
+    records = [{"text": t, "number": n, "null": None, "ts": "2026-03-01T00:00:31Z"}
+               for t, n in zip(TRICKY_TEXT * 2, TRICKY_NUMBERS)]
+    records += [{"text": t, "number": 1} for t in TRICKY_TEXT]  # text alone, no float re-encoded next to it
+    scores = [1e-7, 0.5, 0.99999, 3.2e-05, 0.0, 1.0, 0.25, 1e-300, 0.0001, 0.7] * 4
+    lines = _same_bytes(records, _binary(scores[:len(records)]))
+    assert lines.isascii()  # non-ASCII text stays \u-escaped, as before
+    parsed = [json.loads(line) for line in lines.decode().splitlines()]
+    assert [p["inputs"]["text"] for p in parsed] == [r["text"] for r in records]
+    assert parsed[15]["inputs"]["number"] == 2**64 + 1 and isinstance(parsed[15]["inputs"]["number"], int)
+    assert parsed[1]["inputs"]["number"] == 0.0 and isinstance(parsed[1]["inputs"]["number"], float)
+
+
+def test_fast_encoder_on_a_large_batch_with_a_few_odd_records(fixed_clock: None) -> None:
+    records = [{"id": f"tx_{i:09d}", "amount": 470.9 + i / 7, "category": None if i % 3 else "electronics"}
+               for i in range(1000)]
+    records[17]["category"] = "ünïcode"
+    records[512]["amount"] = 4e-05
+    records[999]["id"] = "},{"
+    _same_bytes(records, _binary(list(np.random.default_rng(0).random(1000) ** 6)))
+
+
+def test_fast_encoder_writes_float32_scores_near_1e_4_as_the_reference(fixed_clock: None) -> None:
+    # ONNX Runtime gives float32 probabilities; the written digits are those of the doubles.
+    below = np.nextafter(np.float32(1e-4), np.float32(0))
+    scores = np.array([below, np.float32(1e-4), np.nextafter(np.float32(1e-4), np.float32(1)), 1e-5, 0.3],
+                      dtype=np.float32)
+    _same_bytes([{"a": i} for i in range(len(scores))],
+                Predictions("m", "binary", scores, (scores >= 0.5).astype(np.int8)))
+
+
+def test_fast_encoder_refuses_a_non_finite_score_like_the_reference(fixed_clock: None) -> None:
+    with pytest.raises(ValueError):
+        log_lines("r", "m", [{"a": 1}], _binary([float("nan")]).to_records())
+    with pytest.raises(ValueError):
+        encode_log_lines("r", "m", [{"a": 1}], _binary([float("nan")]))
+
+
+def test_fast_encoder_for_multiclass_and_regression_outputs(fixed_clock: None) -> None:
+    records = [{"a": "x"}, {"a": "é"}, {"a": "},{"}]
+    _same_bytes(records, Predictions("m", "regression", np.array([1e-05, 12.5, -3.0]), None))
+    _same_bytes(records, Predictions("m", "multiclass", np.array([[0.2, 0.8], [1e-6, 1 - 1e-6], [0.5, 0.5]]),
+                                     np.array(["b", "a", "a"], dtype=object), ["a", "b"]))
+
+
+def test_fast_encoder_hands_what_orjson_refuses_to_the_reference(fixed_clock: None) -> None:
+    # datetimes (str() by the reference), str subclasses and non-str keys: never in validated JSON,
+    # and still the same bytes.
+    class Name(str):
+        pass
+
+    for odd in ({"at": dt.datetime(2026, 1, 1, 10, 0)}, {"name": Name("x")}, {1: "one"}):
+        _same_bytes([{"a": 1}, odd, {"a": 2}], _binary([0.1, 0.2, 0.3]))
+
+
+scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+           | st.floats(allow_nan=False, allow_infinity=False) | st.text())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=6), scalars, max_size=5), min_size=1, max_size=20),
+       st.lists(st.floats(min_value=0, max_value=1), min_size=20, max_size=20))
+def test_fast_encoder_matches_the_reference_on_any_json_record(records: list[dict], scores: list[float]) -> None:
+    predictions = _binary(scores[:len(records)])
+    fixed = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    original, prediction_log._utc_now = prediction_log._utc_now, lambda: fixed
+    try:
+        assert (encode_log_lines("r", "m", records, predictions)
+                == log_lines("r", "m", records, predictions.to_records()))
+    finally:
+        prediction_log._utc_now = original

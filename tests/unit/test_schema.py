@@ -138,3 +138,54 @@ def test_small_and_large_batches_build_the_same_table() -> None:
         assert small.schema == large.schema
         assert small.drop_columns(["__row_id"]).equals(large.slice(start, 3).drop_columns(["__row_id"]).combine_chunks())
         assert small.column("__row_id").to_pylist() == list(range(small.num_rows))
+
+
+def _outcome(rows: list[dict]) -> object:
+    try:
+        return records_to_table(rows, FIELDS).column("at").to_pylist()
+    except InputValidationError as exc:
+        return [(p.record, p.field, p.problem) for p in exc.problems]
+
+
+two_digits = st.integers(0, 99).map("{:02d}".format)
+iso_like = st.builds(
+    "{}-{}-{}T{}:{}:{}{}{}".format,
+    st.integers(0, 9999).map("{:04d}".format) | st.sampled_from(["0001", "9999", "2024", "2026"]),
+    two_digits, two_digits, two_digits, two_digits, two_digits,
+    st.sampled_from(["", "."]) .flatmap(lambda dot: st.just("") if not dot else
+                                        st.integers(1, 8).flatmap(lambda n: st.text("0123456789", min_size=n, max_size=n)).map(dot.__add__)),
+    st.sampled_from(["", "Z", "z"]) | st.builds("{}{}:{}".format, st.sampled_from("+-"), two_digits, two_digits),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(iso_like)
+def test_vectorised_timestamps_agree_with_value_by_value_checks(text: str) -> None:
+    # 20 records take Arrow's column path; one record is checked by fromisoformat alone.
+    from serving.schema import _SMALL_BATCH
+
+    many = [{**GOOD, "at": text}] * (_SMALL_BATCH + 4)
+    one = _outcome([{**GOOD, "at": text}])
+    got = _outcome(many)
+    if isinstance(one, list) and one and isinstance(one[0], tuple):
+        assert got == [(i, *one[0][1:]) for i in range(len(many))]
+    else:
+        assert got == one * len(many)
+
+
+def test_vectorised_timestamps_mixing_zones_and_edge_values() -> None:
+    texts = ["2026-03-29T01:30:00Z", "2026-03-29T03:30:00+02:00", "2026-03-29T01:30:00", "2024-02-29T23:59:59.5",
+             "0001-01-01T00:00:00", "9999-12-31T23:59:59.999999", "2026-03-29T01:30:00.000001-00:30"] * 3
+    expected = [_outcome([{**GOOD, "at": t}])[0] for t in texts]
+    assert _outcome([{**GOOD, "at": t} for t in texts]) == expected
+    for bad in ["2026-02-29T00:00:00", "2026-01-01T24:00:00", "2026-01-01T23:59:60", "0000-01-01T00:00:00",
+                "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-01-01T10:00:00+24:00"]:
+        rows = [{**GOOD, "at": t} for t in texts] + [{**GOOD, "at": bad}]
+        assert [(p[0], p[1]) for p in _outcome(rows)] == [(len(texts), "at")], bad
+
+
+def test_timestamps_past_year_9999_once_in_utc_are_named() -> None:
+    rows = [{**GOOD, "at": "9999-12-31T23:59:59-00:01"}] * 20  # Arrow holds year 10000; Python cannot
+    one = _outcome(rows[:1])
+    assert one[0][:2] == (0, "at") and "out of range" in one[0][2]
+    assert _outcome(rows) == [(i, "at", one[0][2]) for i in range(20)]
