@@ -59,11 +59,31 @@ def ancestors(manifest: dict[str, Any], model: str) -> set[str]:
     return seen
 
 
-def dbt_logic_digest(manifest: dict[str, Any], *, tag: str | None = None, only: set[str] | None = None) -> str:
+def _used_macros(manifest: dict[str, Any], nodes: dict[str, Any], extra: tuple[str, ...]) -> dict[str, str]:
+    """The project macros the nodes call (directly or through other macros), the ones dbt calls
+    implicitly (generate_*, materialization_*, adapter dispatch overrides such as
+    duckdb__collect_freshness), and ``extra`` by name; uid -> macro SQL."""
+    project = manifest["metadata"].get("project_name")
+    own = {uid: m for uid, m in manifest["macros"].items() if m.get("package_name") == project}
+    todo = [uid for n in nodes.values() for uid in (n.get("depends_on") or {}).get("macros", [])]
+    todo += [uid for uid, m in own.items()
+             if m["name"].startswith(("generate_", "materialization_")) or "__" in m["name"] or m["name"] in extra]
+    used: dict[str, str] = {}
+    while todo:
+        uid = todo.pop()
+        if uid in own and uid not in used:
+            used[uid] = own[uid]["macro_sql"]
+            todo.extend((own[uid].get("depends_on") or {}).get("macros", []))
+    return used
+
+
+def dbt_logic_digest(manifest: dict[str, Any], *, tag: str | None = None, only: set[str] | None = None,
+                     extra_macros: tuple[str, ...] = ()) -> str:
     """sha256 of the project's logic: every node's SQL, config, columns (contracts) and test
-    arguments, and every project macro; nodes tagged ``tag`` only, or (``tag`` None) all but the
+    arguments, and the macros they use; nodes tagged ``tag`` only, or (``tag`` None) all but the
     monitoring ones; within ``only`` when given. Stable across re-parses (no timestamps or
-    invocation ids), so it changes exactly when the logic does."""
+    invocation ids), so it changes exactly when that logic does: a macro only the monitoring
+    models use does not touch the training build's digest."""
     nodes = {}
     for uid, node in manifest["nodes"].items():
         tagged = MONITORING_TAG in node.get("tags", [])
@@ -74,14 +94,13 @@ def dbt_logic_digest(manifest: dict[str, Any], *, tag: str | None = None, only: 
         nodes[uid] = {k: node.get(k) for k in ("checksum", "config", "depends_on", "test_metadata", "raw_code")}
         # A list, so the digest keeps the columns' order: it is the features' order in the model.
         nodes[uid]["columns"] = list((node.get("columns") or {}).items())
-    macros = {uid: m["macro_sql"] for uid, m in manifest["macros"].items()
-              if m.get("package_name") == manifest["metadata"].get("project_name")}
     sources = {uid: {"columns": list((s.get("columns") or {}).items()),
                      **{k: s.get(k) for k in ("config", "freshness", "loaded_at_field")}}
                for uid, s in manifest.get("sources", {}).items() if only is None or uid in only}
     unit_tests = {uid: {k: t.get(k) for k in ("given", "expect", "model")}
                   for uid, t in manifest.get("unit_tests", {}).items() if only is None}
-    return sha256(canonical({"nodes": nodes, "macros": macros, "sources": sources, "unit_tests": unit_tests}))
+    return sha256(canonical({"nodes": nodes, "macros": _used_macros(manifest, nodes, extra_macros),
+                             "sources": sources, "unit_tests": unit_tests}))
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ def _parse(ctx: RunContext) -> dict[str, Any]:
     ctx.state["input_schema"] = dbt_manifest.input_schema(manifest, ctx.cfg.dbt.source)
     # What a model bundle depends on: the features mart and everything it is built from. A change
     # elsewhere in the project (a validation model, a test) rebuilds data, not the model.
-    ctx.state["feature_lineage"] = dbt_logic_digest(manifest, only=ancestors(manifest, ctx.cfg.dbt.features_model))
+    ctx.state["feature_lineage"] = dbt_logic_digest(manifest, only=ancestors(manifest, ctx.cfg.dbt.features_model),
+                                                    extra_macros=(ctx.cfg.dbt.serving_macro,))
     return {"features": len(ctx.state["spec"].features), "feature_lineage": ctx.state["feature_lineage"][:12]}
 
 

@@ -212,3 +212,27 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0 and f"orchestrate.py {command}" in capsys.readouterr().out
+
+
+def test_the_training_digest_covers_the_macros_training_uses_and_no_monitoring_one() -> None:
+    from orchestration.outputs import dbt_logic_digest
+
+    def manifest(**sql: str) -> dict:
+        macros = {f"macro.p.{name}": {"name": name, "package_name": "p", "macro_sql": body,
+                                      "depends_on": {"macros": ["macro.p.helper"] if name == "features" else []}}
+                  for name, body in sql.items()}
+        return {"metadata": {"project_name": "p"}, "sources": {}, "macros": macros, "nodes": {
+            "model.p.mart": {"checksum": {"checksum": "a"}, "tags": [], "depends_on": {"macros": ["macro.p.features"]}},
+            "model.p.drift": {"checksum": {"checksum": "b"}, "tags": ["monitoring"],
+                              "depends_on": {"macros": ["macro.p.psi"]}}}}
+
+    base = dict(features="f", helper="h", psi="p", generate_schema_name="g", serving_features="s")
+    digest = dbt_logic_digest(manifest(**base))
+    assert dbt_logic_digest(manifest(**{**base, "psi": "p2"})) == digest  # only monitoring uses it
+    assert dbt_logic_digest(manifest(**{**base, "helper": "h2"})) != digest  # used through `features`
+    assert dbt_logic_digest(manifest(**{**base, "generate_schema_name": "g2"})) != digest  # called by dbt itself
+    assert dbt_logic_digest(manifest(**{**base, "serving_features": "s2"})) == digest  # no model calls it...
+    assert dbt_logic_digest(manifest(**{**base, "serving_features": "s2"}), extra_macros=("serving_features",)) != \
+        dbt_logic_digest(manifest(**base), extra_macros=("serving_features",))  # ...but the bundle compiles it
+    assert dbt_logic_digest(manifest(**{**base, "psi": "p2"}), tag="monitoring") != \
+        dbt_logic_digest(manifest(**base), tag="monitoring")

@@ -70,7 +70,8 @@ shares as (
         bin_index,
         expected_share,
         sum(count_in_bin) over trailing_week::double
-            / nullif(sum(count_values) over trailing_week, 0) as actual_share
+            / nullif(sum(count_values) over trailing_week, 0) as actual_share,
+        count(*) over trailing_week as count_days
     from grid
     window trailing_week as (
         partition by feature_name, bin_index order by day range between interval 6 days preceding and current row
@@ -84,6 +85,8 @@ scored as (
         sum({{ psi_term('actual_share', 'expected_share') }}) as psi,
         max(abs(actual_share - expected_share)) as max_share_change
     from shares
+    -- a day is judged once a full week of data ends on it (a shorter window is not a week)
+    where count_days = 7
     group by all
 ),
 
@@ -101,7 +104,7 @@ final as (
         baseline.baseline_id
     from daily
     inner join baseline on baseline.feature_name = daily.feature_name
-    left join scored on scored.day = daily.day and scored.feature_name = daily.feature_name
+    inner join scored on scored.day = daily.day and scored.feature_name = daily.feature_name
 )
 
 select * from final
