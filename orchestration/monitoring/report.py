@@ -62,7 +62,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], x_labels: dict[floa
         out.append(f'<line x1="{L - 4}" y1="{py(y):.1f}" x2="{W - R}" y2="{py(y):.1f}" stroke="#eee"/>'
                    f'<text x="{L - 6}" y="{py(y) + 4:.1f}" font-size="10" text-anchor="end">{y:.3g}</text>')
     ticks = sorted(x_labels)
-    step = max(1, len(ticks) // 8)
+    step = max(1, -(-len(ticks) // 8))  # at most 8 labels, so dates never overlap
     for x in ticks[::step]:
         out.append(f'<line x1="{px(x):.1f}" y1="{H - B}" x2="{px(x):.1f}" y2="{H - B + 4}" stroke="#333"/>'
                    f'<text x="{px(x):.1f}" y="{H - B + 16}" font-size="10" text-anchor="middle">{_e(x_labels[x])}</text>')
