@@ -200,7 +200,6 @@ def records_to_table(records: Iterable[Mapping[str, Any]], fields: Sequence[Inpu
     if columns is not None:
         return _columns_table(columns, fields, len(records))
     problems = _shape_problems(records, frozenset(f.name for f in fields))
-    arrays = []
     # JSON gives plain dicts, and once every record has exactly the schema's keys a column is a
     # plain item lookup; the general form (any Mapping, missing keys) is for everything else.
     plain = not problems and all(type(r) is dict for r in records)
@@ -210,20 +209,9 @@ def records_to_table(records: Iterable[Mapping[str, Any]], fields: Sequence[Inpu
             return table
         problems.sort(key=lambda p: p.record)
         raise InputValidationError(problems)
-    for f in fields:
-        if plain:
-            values = [r[f.name] for r in records]
-        else:
-            values = [r.get(f.name, _MISSING) if isinstance(r, Mapping) else _MISSING for r in records]
-        array = None if small else _fast_column(values, f)
-        if array is None:
-            array = _slow_column(values, f, problems)
-        arrays.append(array)
-    if problems:
-        problems.sort(key=lambda p: p.record)
-        raise InputValidationError(problems)
-    arrays.append(pa.array(np.arange(len(records), dtype=np.int64)))
-    return pa.Table.from_arrays(arrays, names=[*(f.name for f in fields), ROW_ID])
+    columns = [[r[f.name] for r in records] if plain else
+               [r.get(f.name, _MISSING) if isinstance(r, Mapping) else _MISSING for r in records] for f in fields]
+    return _columns_table(columns, fields, len(records), fast=not small, problems=problems)
 
 
 def _plain_columns(records: list[Any], names: list[str]) -> list[list[Any]] | None:
@@ -240,11 +228,14 @@ def _plain_columns(records: list[Any], names: list[str]) -> list[list[Any]] | No
         return None
 
 
-def _columns_table(columns: list[list[Any]], fields: Sequence[InputField], rows: int) -> pa.Table:
-    problems: list[FieldProblem] = []
+def _columns_table(columns: list[list[Any]], fields: Sequence[InputField], rows: int, *, fast: bool = True,
+                   problems: list[FieldProblem] | None = None) -> pa.Table:
+    """The request table from its columns; every problem (with ``problems`` found before) is
+    raised at once. ``fast`` tries Arrow's vectorised conversion first (worth it past a few rows)."""
+    problems = [] if problems is None else problems
     arrays = []
     for values, f in zip(columns, fields):
-        array = _fast_column(values, f)
+        array = _fast_column(values, f) if fast else None
         if array is None:
             array = _slow_column(values, f, problems)
         arrays.append(array)
