@@ -34,3 +34,16 @@ def test_no_http_refuses_mlflow(capsys: pytest.CaptureFixture[str]) -> None:
         _bench().main(["--no-http", "--mlflow"])
     assert info.value.code == 2
     assert "--mlflow measures over HTTP; drop --no-http" in capsys.readouterr().err
+
+
+def test_floors_bench_prints_each_floor(pipeline_run: PipelineRun, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("bench_floors", BENCH.parent / "floors.py")
+    floors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floors)
+    code = floors.main(["--registry", str(pipeline_run.registry), "--landing", str(pipeline_run.landing), "--repeat", "20"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for row in ("DuckDB: select 1", "of which binding / optimizing (DuckDB profiler)", "as a prepared statement",
+                "SQL path 10,000 rows: feature SQL + model alone", "ONNX Runtime: model alone, one row",
+                "one more node", "x the model alone", "10,000 rows: fused / model alone"):
+        assert row in out, row
