@@ -1,7 +1,9 @@
 """Server metrics in the Prometheus text exposition format (version 0.0.4), written by hand.
 
 Counters and one latency histogram per route, guarded by a lock: an increment is a dict update,
-far cheaper than a request, and ``/metrics`` renders a consistent snapshot.
+far cheaper than a request, and ``/metrics`` renders a consistent snapshot. With several worker
+processes each one publishes its counts (``state()``, see ``serving.workers``) and whichever
+worker answers ``/metrics`` adds the others' to its own, so counters cover the whole server.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import threading
 import time
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -36,32 +40,59 @@ class _Histogram:
         self.total += seconds
 
 
+class _Counts:
+    """The counters and histograms: what adds up across worker processes."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
+        self.latency: dict[str, _Histogram] = defaultdict(_Histogram)
+        self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
+        self.reloads: dict[str, int] = dict.fromkeys(RELOAD_OUTCOMES, 0)
+        self.predictions = 0
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return {"requests": [[r, m, s, n] for (r, m, s), n in self.requests.items()],
+                "latency": {r: {"counts": list(h.counts), "total": h.total} for r, h in self.latency.items()},
+                "errors": dict(self.errors), "reloads": dict(self.reloads), "predictions": self.predictions}
+
+    def add(self, state: dict[str, Any]) -> None:
+        """Add another process's ``state()``."""
+        for route, method, status, n in state["requests"]:
+            self.requests[(route, method, int(status))] += n
+        for route, hist in state["latency"].items():
+            mine = self.latency[route]
+            mine.counts = [a + b for a, b in zip(mine.counts, hist["counts"])]
+            mine.total += hist["total"]
+        for kind, n in state["errors"].items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        for outcome, n in state["reloads"].items():
+            self.reloads[outcome] = self.reloads.get(outcome, 0) + n
+        self.predictions += state["predictions"]
+
+
 class ServerMetrics:
     """Everything ``/metrics`` reports. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self._latency: dict[str, _Histogram] = defaultdict(_Histogram)
-        self._errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
-        self._reloads: dict[str, int] = dict.fromkeys(RELOAD_OUTCOMES, 0)
-        self._predictions = 0
+        self._counts = _Counts()
         self._model_id = ""
         self._model_loaded_at = 0.0
         self._last_refused = ""
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
-            self._requests[(route, method, status)] += 1
-            self._latency[route].observe(seconds)
+            self._counts.requests[(route, method, status)] += 1
+            self._counts.latency[route].observe(seconds)
 
     def count_error(self, kind: str) -> None:
         with self._lock:
-            self._errors[kind] = self._errors.get(kind, 0) + 1
+            self._counts.errors[kind] = self._counts.errors.get(kind, 0) + 1
 
     def count_predictions(self, records: int) -> None:
         with self._lock:
-            self._predictions += records
+            self._counts.predictions += records
 
     def model_loaded(self, model_id: str) -> None:
         with self._lock:
@@ -69,14 +100,27 @@ class ServerMetrics:
 
     def reload(self, outcome: str, bundle_id: str = "") -> None:
         with self._lock:
-            self._reloads[outcome] += 1
+            self._counts.reloads[outcome] += 1
             if outcome == "refused":
                 self._last_refused = bundle_id
 
-    def render(self, snapshot_ages: dict[str, float] | None = None) -> str:
-        """The exposition text; ``snapshot_ages`` (entity snapshot -> seconds) is read at scrape time."""
+    def state(self) -> dict[str, Any]:
+        """This process's counts, JSON-ready, for the other workers' ``render``."""
         with self._lock:
-            lines = self._lines()
+            return self._counts.state()
+
+    def render(self, snapshot_ages: dict[str, float] | None = None, peers: Sequence[dict[str, Any]] = ()) -> str:
+        """The exposition text; ``snapshot_ages`` (entity snapshot -> seconds) is read at scrape time,
+        ``peers`` are the other worker processes' ``state()``, added to this one's counts."""
+        with self._lock:
+            counts = _Counts()
+            counts.add(self._counts.state())
+            model = (self._model_id, self._model_loaded_at, self._last_refused)
+        for peer in peers:
+            counts.add(peer)
+        lines = _lines(counts, *model)
+        lines += ["# HELP serving_workers Worker processes whose counts these metrics add up.",
+                  "# TYPE serving_workers gauge", f"serving_workers {1 + len(peers)}"]
         if snapshot_ages:
             lines += ["# HELP serving_entity_snapshot_age_seconds Age of each frozen entity snapshot: how stale the "
                       "entity features served now are.",
@@ -84,41 +128,42 @@ class ServerMetrics:
             lines += [f"serving_entity_snapshot_age_seconds{_labels(table=t)} {age!r}" for t, age in sorted(snapshot_ages.items())]
         return "\n".join(lines) + "\n"
 
-    def _lines(self) -> list[str]:
-        out = [
-            "# HELP serving_requests_total HTTP requests answered, by route, method and status code.",
-            "# TYPE serving_requests_total counter",
-        ]
-        out += [f"serving_requests_total{_labels(route=r, method=m, status=str(s))} {n}"
-                for (r, m, s), n in sorted(self._requests.items())]
-        out += [
-            "# HELP serving_request_duration_seconds Time from request start to the last response byte.",
-            "# TYPE serving_request_duration_seconds histogram",
-        ]
-        for route, hist in sorted(self._latency.items()):
-            cumulative = 0
-            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), hist.counts):
-                cumulative += count
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                out.append(f"serving_request_duration_seconds_bucket{_labels(route=route, le=le)} {cumulative}")
-            out.append(f"serving_request_duration_seconds_sum{_labels(route=route)} {hist.total!r}")
-            out.append(f"serving_request_duration_seconds_count{_labels(route=route)} {cumulative}")
-        out += ["# HELP serving_errors_total Requests that failed, by kind (4xx kinds are the client's, internal is ours).",
-                "# TYPE serving_errors_total counter"]
-        out += [f"serving_errors_total{_labels(kind=k)} {n}" for k, n in sorted(self._errors.items())]
-        out += ["# HELP serving_predictions_total Records scored and logged.",
-                "# TYPE serving_predictions_total counter",
-                f"serving_predictions_total {self._predictions}",
-                "# HELP serving_model_info The model being served (value 1), labelled with its bundle id.",
-                "# TYPE serving_model_info gauge",
-                f"serving_model_info{_labels(model_id=self._model_id)} 1",
-                "# HELP serving_model_loaded_timestamp_seconds When the served model was swapped in (Unix time).",
-                "# TYPE serving_model_loaded_timestamp_seconds gauge",
-                f"serving_model_loaded_timestamp_seconds {self._model_loaded_at!r}",
-                "# HELP serving_model_reloads_total Champion changes seen: swapped in, or refused (old model kept).",
-                "# TYPE serving_model_reloads_total counter"]
-        out += [f"serving_model_reloads_total{_labels(outcome=o)} {n}" for o, n in sorted(self._reloads.items())]
-        out += ["# HELP serving_model_last_refused_info The last champion bundle refused by hot reload (value 1).",
-                "# TYPE serving_model_last_refused_info gauge",
-                f"serving_model_last_refused_info{_labels(bundle_id=self._last_refused)} 1"]
-        return out
+
+def _lines(counts: _Counts, model_id: str, model_loaded_at: float, last_refused: str) -> list[str]:
+    out = [
+        "# HELP serving_requests_total HTTP requests answered, by route, method and status code.",
+        "# TYPE serving_requests_total counter",
+    ]
+    out += [f"serving_requests_total{_labels(route=r, method=m, status=str(s))} {n}"
+            for (r, m, s), n in sorted(counts.requests.items())]
+    out += [
+        "# HELP serving_request_duration_seconds Time from request start to the last response byte.",
+        "# TYPE serving_request_duration_seconds histogram",
+    ]
+    for route, hist in sorted(counts.latency.items()):
+        cumulative = 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), hist.counts):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(f"serving_request_duration_seconds_bucket{_labels(route=route, le=le)} {cumulative}")
+        out.append(f"serving_request_duration_seconds_sum{_labels(route=route)} {hist.total!r}")
+        out.append(f"serving_request_duration_seconds_count{_labels(route=route)} {cumulative}")
+    out += ["# HELP serving_errors_total Requests that failed, by kind (4xx kinds are the client's, internal is ours).",
+            "# TYPE serving_errors_total counter"]
+    out += [f"serving_errors_total{_labels(kind=k)} {n}" for k, n in sorted(counts.errors.items())]
+    out += ["# HELP serving_predictions_total Records scored and logged.",
+            "# TYPE serving_predictions_total counter",
+            f"serving_predictions_total {counts.predictions}",
+            "# HELP serving_model_info The model being served (value 1) by the worker that answered, labelled with its bundle id.",
+            "# TYPE serving_model_info gauge",
+            f"serving_model_info{_labels(model_id=model_id)} 1",
+            "# HELP serving_model_loaded_timestamp_seconds When the served model was swapped in (Unix time).",
+            "# TYPE serving_model_loaded_timestamp_seconds gauge",
+            f"serving_model_loaded_timestamp_seconds {model_loaded_at!r}",
+            "# HELP serving_model_reloads_total Champion changes seen: swapped in, or refused (old model kept).",
+            "# TYPE serving_model_reloads_total counter"]
+    out += [f"serving_model_reloads_total{_labels(outcome=o)} {n}" for o, n in sorted(counts.reloads.items())]
+    out += ["# HELP serving_model_last_refused_info The last champion bundle refused by hot reload (value 1).",
+            "# TYPE serving_model_last_refused_info gauge",
+            f"serving_model_last_refused_info{_labels(bundle_id=last_refused)} 1"]
+    return out

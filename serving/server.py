@@ -9,10 +9,13 @@ Every answered prediction is in the prediction log before the answer leaves.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import re
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +36,7 @@ from serving.prediction_log import PredictionLog, PredictionLogOptions
 from serving.registry import resolve_bundle_path
 from serving.reload import ChampionWatcher, ModelHolder, load_warm
 from serving.scoring import BatchingScorer
+from serving.workers import MetricsExchange
 
 log = logging.getLogger("serving.server")
 
@@ -61,6 +65,31 @@ class ServerSettings:
     """Queued requests are merged into one scoring batch up to this many records."""
     feature_path: str = "auto"
     """``auto`` (the fused model when its parity gate passed, else the SQL path), ``sql`` or ``fused``."""
+    metrics_exchange: Path | None = None
+    """Folder where worker processes share their metric counts (set by ``--workers``; see ``serving.workers``)."""
+
+
+SETTINGS_ENV = "SERVE_MODEL_SETTINGS"
+"""How ``main`` hands the settings to the worker processes it has uvicorn spawn."""
+
+
+def settings_to_json(settings: ServerSettings) -> str:
+    return json.dumps(dataclasses.asdict(settings), default=str)
+
+
+def settings_from_json(text: str) -> ServerSettings:
+    values = json.loads(text)
+    log_options = values.pop("prediction_log")
+    log_options["directory"] = Path(log_options["directory"])
+    exchange = values.pop("metrics_exchange")
+    return ServerSettings(model_source=Path(values.pop("model_source")),
+                          prediction_log=PredictionLogOptions(**log_options),
+                          metrics_exchange=None if exchange is None else Path(exchange), **values)
+
+
+def worker_app() -> PredictFastPath:
+    """The app of one worker process of ``--workers N`` (uvicorn imports and calls this after the spawn)."""
+    return create_app(settings_from_json(os.environ[SETTINGS_ENV]))
 
 
 class _BodyTooLarge(Exception):
@@ -293,6 +322,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
     schema = first.manifest.input_schema
     is_registry = source != resolve_bundle_path(source)
     state: dict[str, Any] = {"ready": False}
+    exchange = None if settings.metrics_exchange is None else MetricsExchange(settings.metrics_exchange, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -303,6 +333,8 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
         scorer.start()
         if is_registry and settings.reload_interval_s > 0:
             watcher.start()
+        if exchange is not None:
+            exchange.start()
         state.update(scorer=scorer, ready=True)
         try:
             yield
@@ -311,6 +343,8 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             watcher.stop()
             scorer.stop()
             prediction_log.close()
+            if exchange is not None:
+                exchange.stop()
 
     app = FastAPI(title="Model server", version="1", description=__doc__, lifespan=lifespan)
     app.add_middleware(ObserveAndContain, metrics=metrics)
@@ -338,7 +372,8 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
 
     @app.get("/metrics", summary="Prometheus metrics (text format 0.0.4)")
     def metrics_() -> Response:
-        return Response(metrics.render(holder.current.snapshot_age_seconds()), media_type=CONTENT_TYPE)
+        peers = exchange.peers() if exchange is not None else []
+        return Response(metrics.render(holder.current.snapshot_age_seconds(), peers), media_type=CONTENT_TYPE)
 
     async def answer(raw: bytes | None, given_request_id: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """Status, JSON body and extra headers for a /predict body (None: over the size limit)."""
@@ -405,7 +440,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"threads running the feature SQL and the model (default: {ServerSettings.scoring_threads})")
     parser.add_argument("--path", choices=("auto", "sql", "fused"), default="auto",
                         help="how features are computed: the fused ONNX model when verified (auto), or always sql/fused")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes on the port, each with its own model, scoring threads and prediction-log "
+                             "files; /metrics adds up all of them (default: 1)")
     args = parser.parse_args(argv)
+    if args.workers < 1 or args.scoring_threads < 1:
+        parser.error("--workers and --scoring-threads must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn
@@ -417,16 +457,27 @@ def main(argv: list[str] | None = None) -> int:
         scoring_threads=args.scoring_threads,
         feature_path=args.path,
     )
+    # httptools and uvloop (C parser and event loop) instead of the pure-Python defaults: less
+    # of the server's own time per request, which for one record is most of it.
+    options: dict[str, Any] = dict(host=args.host, port=args.port, log_level="warning", access_log=False,
+                                   http="httptools", loop="uvloop")
     try:
-        app = create_app(settings)
+        app = create_app(settings) if args.workers == 1 else _checked(settings)
     except (BundleError, RegistryError) as exc:
         print(f"serve-model: cannot load the model: {exc}", file=sys.stderr)
         return 2
-    # httptools and uvloop (C parser and event loop) instead of the pure-Python defaults: less
-    # of the server's own time per request, which for one record is most of it.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                http="httptools", loop="uvloop")
+    if app is not None:
+        uvicorn.run(app, **options)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="serve-model-metrics-") as shared:
+        os.environ[SETTINGS_ENV] = settings_to_json(dataclasses.replace(settings, metrics_exchange=Path(shared)))
+        uvicorn.run("serving.server:worker_app", factory=True, workers=args.workers, **options)
     return 0
+
+
+def _checked(settings: ServerSettings) -> None:
+    """Load and warm the model once here, so a bad bundle is one clear error rather than N failing workers."""
+    load_warm(resolve_bundle_path(Path(settings.model_source)), feature_path=settings.feature_path).close()
 
 
 if __name__ == "__main__":
