@@ -462,22 +462,22 @@ def main(argv: list[str] | None = None) -> int:
     options: dict[str, Any] = dict(host=args.host, port=args.port, log_level="warning", access_log=False,
                                    http="httptools", loop="uvloop")
     try:
-        app = create_app(settings) if args.workers == 1 else _checked(settings)
+        if args.workers == 1:
+            app = create_app(settings)
+        else:
+            # Each worker loads the model after the spawn; loading it once here first makes a bad
+            # bundle one clear error rather than N workers failing one after another.
+            load_warm(resolve_bundle_path(settings.model_source), feature_path=settings.feature_path).close()
     except (BundleError, RegistryError) as exc:
         print(f"serve-model: cannot load the model: {exc}", file=sys.stderr)
         return 2
-    if app is not None:
+    if args.workers == 1:
         uvicorn.run(app, **options)
         return 0
     with tempfile.TemporaryDirectory(prefix="serve-model-metrics-") as shared:
         os.environ[SETTINGS_ENV] = settings_to_json(dataclasses.replace(settings, metrics_exchange=Path(shared)))
         uvicorn.run("serving.server:worker_app", factory=True, workers=args.workers, **options)
     return 0
-
-
-def _checked(settings: ServerSettings) -> None:
-    """Load and warm the model once here, so a bad bundle is one clear error rather than N failing workers."""
-    load_warm(resolve_bundle_path(Path(settings.model_source)), feature_path=settings.feature_path).close()
 
 
 if __name__ == "__main__":
