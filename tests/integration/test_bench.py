@@ -1,6 +1,7 @@
 """bench/serving.py's options, on the session's real registry (what it prints, not how fast)."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,4 @@ def test_floors_bench_prints_each_floor(pipeline_run: PipelineRun, capsys: pytes
                 "SQL path 10,000 rows: feature SQL + model alone", "ONNX Runtime: model alone, one row",
                 "one more node", "x the model alone", "10,000 rows: fused / model alone"):
         assert row in out, row
+    assert ("intra-op threads (rows/s)" in out) == (len(os.sched_getaffinity(0)) > 1)
