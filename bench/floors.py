@@ -28,7 +28,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.timing import session, timings  # noqa: E402
 from serving.bundle import load_bundle  # noqa: E402
 from serving.features import FeatureEngine  # noqa: E402
 from serving.fused import encode_inputs  # noqa: E402
@@ -53,21 +53,7 @@ _ONNX_TYPES = {"string": TensorProto.STRING, "double": TensorProto.DOUBLE, "time
 
 def p50(run: Callable[[], object], repeat: int) -> float:
     """Median seconds of ``run`` after a warm-up."""
-    for _ in range(min(50, repeat)):
-        run()
-    out = np.empty(repeat)
-    for i in range(repeat):
-        started = time.perf_counter()
-        run()
-        out[i] = time.perf_counter() - started
-    return float(np.median(out))
-
-
-def session(model: bytes, threads: int = 1) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    return float(np.median(timings(run, repeat)))
 
 
 def graph_bytes(nodes: list, inputs: list, output: str, output_type: int, initializers: tuple = (),

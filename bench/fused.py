@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,29 +21,12 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.timing import session, timings  # noqa: E402
 from serving.bundle import load_bundle  # noqa: E402
 from serving.features import FeatureEngine  # noqa: E402
 from serving.fused import encode_inputs  # noqa: E402
 from serving.registry import resolve_bundle_path  # noqa: E402
 from serving.schema import arrow_to_request_table  # noqa: E402
-
-
-def _session(model: bytes) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _timings(run, repeat: int) -> np.ndarray:
-    for _ in range(min(50, repeat)):
-        run()
-    out = np.empty(repeat)
-    for i in range(repeat):
-        started = time.perf_counter()
-        run()
-        out[i] = time.perf_counter() - started
-    return out
 
 
 def main() -> int:
@@ -65,14 +47,14 @@ def main() -> int:
     feeds = encode_inputs(request, fused_inputs)
     engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names)
     matrix = engine.feature_matrix(engine.features_table(request))
-    fused, model = _session(bundle.fused_bytes), _session(bundle.model_bytes)
+    fused, model = session(bundle.fused_bytes), session(bundle.model_bytes)
     model_input = model.get_inputs()[0].name
     one_feed = {k: v[:1] for k, v in feeds.items()}
     one_row = matrix[:1]
-    single_fused = _timings(lambda: fused.run(None, one_feed), args.repeat) * 1e6
-    single_model = _timings(lambda: model.run(None, {model_input: one_row}), args.repeat) * 1e6
-    batch_fused = _timings(lambda: fused.run(None, feeds), 20)
-    batch_model = _timings(lambda: model.run(None, {model_input: matrix}), 20)
+    single_fused = timings(lambda: fused.run(None, one_feed), args.repeat) * 1e6
+    single_model = timings(lambda: model.run(None, {model_input: one_row}), args.repeat) * 1e6
+    batch_fused = timings(lambda: fused.run(None, feeds), 20)
+    batch_model = timings(lambda: model.run(None, {model_input: matrix}), 20)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}, onnxruntime {ort.__version__}")
     print(f"model:   {bundle.manifest.bundle_id[:12]}, {len(bundle.manifest.feature_names)} features, "

@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +46,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.timing import session, timings  # noqa: E402
 from serving import Predictor  # noqa: E402
 
 WRK_LUA = """
@@ -62,26 +62,8 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, onnxruntime {ort.__version__}"
 
 
-def timings(fn: Callable[[], object], n: int) -> np.ndarray:
-    for _ in range(min(50, n)):
-        fn()
-    out = np.empty(n)
-    for i in range(n):
-        start = time.perf_counter()
-        fn()
-        out[i] = time.perf_counter() - start
-    return out * 1e3
-
-
 def pct(ms: np.ndarray) -> str:
     return f"p50 {np.percentile(ms, 50):.3f} ms, p99 {np.percentile(ms, 99):.3f} ms"
-
-
-def raw_session(model_bytes: bytes) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def sample(landing: Path, fields: list[str], rows: int) -> pa.Table:
@@ -100,20 +82,20 @@ def in_process(predictor: Predictor, table: pa.Table, records: list[dict], n: in
     features = predictor.features(table)
     matrix = np.column_stack([features.column(f).to_numpy(zero_copy_only=False).astype(np.float64)
                               for f in predictor.manifest.feature_names]).astype(np.float32)
-    session = raw_session(predictor.bundle.model_bytes)
-    name = session.get_inputs()[0].name
-    raw = lambda m: session.run(None, {name: m})  # noqa: E731
+    model = session(predictor.bundle.model_bytes)
+    name = model.get_inputs()[0].name
+    raw = lambda m: model.run(None, {name: m})  # noqa: E731
     rows = []
-    one = timings(lambda: predictor.predict([records[0]]), n)
-    rows.append(("in-process single record (dict)", pct(one), pct(timings(lambda: raw(matrix[:1]), n))))
+    one = timings(lambda: predictor.predict([records[0]]), n) * 1e3
+    rows.append(("in-process single record (dict)", pct(one), pct(timings(lambda: raw(matrix[:1]), n) * 1e3)))
     for size in (1000, 10_000):
         arrow = table.slice(0, size)
-        ms = timings(lambda: predictor.predict(arrow), max(20, n // 50))
-        raw_ms = timings(lambda: raw(matrix[:size]), max(20, n // 50))
+        ms = timings(lambda: predictor.predict(arrow), max(20, n // 50)) * 1e3
+        raw_ms = timings(lambda: raw(matrix[:size]), max(20, n // 50)) * 1e3
         rows.append((f"in-process {size:,}-record batch (Arrow)",
                      f"p50 {np.median(ms):.1f} ms = {size / np.median(ms) * 1e3:,.0f} rows/s",
                      f"p50 {np.median(raw_ms):.2f} ms = {size / np.median(raw_ms) * 1e3:,.0f} rows/s"))
-    ms = timings(lambda: predictor.predict(records[:1000]), max(20, n // 50))
+    ms = timings(lambda: predictor.predict(records[:1000]), max(20, n // 50)) * 1e3
     rows.append(("in-process 1,000-record batch (dicts)", f"{1000 / np.median(ms) * 1e3:,.0f} rows/s", ""))
     return rows
 
@@ -218,7 +200,7 @@ def refit_sklearn(config: Path, predictor: Predictor) -> tuple[object, float, bo
     model = fit(build_model(lineage["model"]["family"], lineage["model"]["params"], lineage["seed"], lineage["task"]),
                 data.X[data.train], data.y[data.train])
     test = data.X[data.test][:20_000]
-    ours = raw_session(predictor.bundle.model_bytes)
+    ours = session(predictor.bundle.model_bytes)
     onnx_scores = np.asarray(ours.run(None, {ours.get_inputs()[0].name: test})[-1])
     difference = float(np.max(np.abs(np.asarray(predict_output(model, test)) - onnx_scores)))
     return model, difference, export_onnx(model, data.X.shape[1]) == predictor.bundle.model_bytes
