@@ -15,12 +15,15 @@ the sums never go down.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from serving.metrics import ServerMetrics
+
+log = logging.getLogger("serving.workers")
 
 PUBLISH_INTERVAL_S = 0.5
 _PREFIX = "worker-"
@@ -67,4 +70,7 @@ class MetricsExchange:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self.publish()
+            try:
+                self.publish()
+            except OSError as exc:  # the others' /metrics would go stale; say so and keep trying
+                log.error("could not publish this worker's metrics to %s: %s", self._directory, exc)
