@@ -82,6 +82,11 @@ class BatchingScorer:
         """Score and log one validated request; raises what scoring or logging raised."""
         loop = asyncio.get_running_loop()
         job = _Job(request, records, request_id, loop, loop.create_future())
+        if not self._threads:  # scored here, in the event loop: no hand-off between threads
+            result = self._outcomes([job])[0]
+            if isinstance(result, BaseException):
+                raise result
+            return result
         self._queue.put(job)
         return await job.future
 
@@ -102,15 +107,17 @@ class BatchingScorer:
     def _work(self) -> None:
         while (first := self._queue.get()) is not None:
             jobs, stop = self._take_batch(first)
-            try:
-                outcomes = self._score(jobs)
-            except Exception as exc:  # never let the worker die with requests waiting on it
-                self._metrics.count_error("internal")
-                outcomes = [exc] * len(jobs)
-            for job, result in zip(jobs, outcomes):
+            for job, result in zip(jobs, self._outcomes(jobs)):
                 job.loop.call_soon_threadsafe(_resolve, job.future, result)
             if stop:
                 return
+
+    def _outcomes(self, jobs: list[_Job]) -> list[Predictions | BaseException]:
+        try:
+            return self._score(jobs)
+        except Exception as exc:  # never let a worker die with requests waiting on it
+            self._metrics.count_error("internal")
+            return [exc] * len(jobs)
 
     def _score(self, jobs: list[_Job]) -> list[Predictions | BaseException]:
         try:

@@ -60,7 +60,8 @@ class ServerSettings:
     reload_interval_s: float = 2.0
     """How often the registry's champion pointer is checked; 0 turns hot reload off."""
     scoring_threads: int = 2
-    """Worker threads that run the feature SQL and the model (one per core is right)."""
+    """Threads that run the feature SQL and the model (one per core is right); 0 scores in the
+    event loop, with no hand-off between threads but one request at a time per process."""
     max_batch_records: int = 1024
     """Queued requests are merged into one scoring batch up to this many records."""
     feature_path: str = "auto"
@@ -437,15 +438,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reload-interval", type=float, default=ServerSettings.reload_interval_s,
                         help="seconds between checks of the champion pointer; 0 disables hot reload (default: 2)")
     parser.add_argument("--scoring-threads", type=int, default=ServerSettings.scoring_threads,
-                        help=f"threads running the feature SQL and the model (default: {ServerSettings.scoring_threads})")
+                        help="threads running the feature SQL and the model; 0 scores in the event loop, which suits "
+                             f"--workers as many as the cores (default: {ServerSettings.scoring_threads})")
     parser.add_argument("--path", choices=("auto", "sql", "fused"), default="auto",
                         help="how features are computed: the fused ONNX model when verified (auto), or always sql/fused")
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes on the port, each with its own model, scoring threads and prediction-log "
                              "files; /metrics adds up all of them (default: 1)")
     args = parser.parse_args(argv)
-    if args.workers < 1 or args.scoring_threads < 1:
-        parser.error("--workers and --scoring-threads must be at least 1")
+    if args.workers < 1 or args.scoring_threads < 0:
+        parser.error("--workers must be at least 1 and --scoring-threads at least 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn

@@ -20,10 +20,11 @@ def _metric(text: str, name: str) -> float:
     return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
+@pytest.mark.parametrize("scoring_threads", ["2", "0"])  # 0: each worker scores in its event loop
 def test_two_workers_answer_log_and_count_together(pipeline_run: PipelineRun, raw_records: list[dict],
-                                                    tmp_path: Path) -> None:
+                                                    tmp_path: Path, scoring_threads: str) -> None:
     server = start_server("--registry", str(pipeline_run.registry), "--prediction-logs", str(tmp_path / "logs"),
-                          "--workers", "2", work=tmp_path)
+                          "--workers", "2", "--scoring-threads", scoring_threads, work=tmp_path)
     try:
         # /ready answers from whichever worker takes the connection; wait until both have published.
         deadline = time.monotonic() + 60
