@@ -5,6 +5,9 @@ much larger than the per-row cost, so under concurrency the requests that queued
 was busy are scored together in one query. A lone request is scored at once (no waiting for
 company), so merging adds no latency at low load. DuckDB and ONNX Runtime release the GIL, so
 two workers use two cores. Every request's log lines are written before its answer is released.
+
+With no threads, a request is scored in the event loop that read it: no hand-off between threads
+for Python's lock, one request at a time. That suits one server process per core (``--workers``).
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ class _Job:
     records: Sequence[Mapping[str, Any]]
     request_id: str
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Predictions]
+    future: asyncio.Future[Predictions] | None
+    """None when scored in the event loop (no scoring threads)."""
 
 
-def _resolve(future: asyncio.Future[Predictions], result: Predictions | BaseException) -> None:
-    if future.done():  # the client went away and the request was cancelled
+def _resolve(future: asyncio.Future[Predictions] | None, result: Predictions | BaseException) -> None:
+    if future is None or future.done():  # the client went away and the request was cancelled
         return
     if isinstance(result, BaseException):
         future.set_exception(result)
@@ -81,14 +85,14 @@ class BatchingScorer:
     async def score(self, request: pa.Table, records: Sequence[Mapping[str, Any]], request_id: str) -> Predictions:
         """Score and log one validated request; raises what scoring or logging raised."""
         loop = asyncio.get_running_loop()
-        job = _Job(request, records, request_id, loop, loop.create_future())
         if not self._threads:  # scored here, in the event loop: no hand-off between threads
-            result = self._outcomes([job])[0]
+            result = self._outcomes([_Job(request, records, request_id, loop, None)])[0]
             if isinstance(result, BaseException):
                 raise result
             return result
-        self._queue.put(job)
-        return await job.future
+        future: asyncio.Future[Predictions] = loop.create_future()
+        self._queue.put(_Job(request, records, request_id, loop, future))
+        return await future
 
     def _take_batch(self, first: _Job) -> tuple[list[_Job], bool]:
         jobs, rows, stop = [first], first.request.num_rows, False
