@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PipelineRun
+from serving.registry import promote
+from tests.conftest import PipelineRun, derive_bundle
 from tests.e2e.serverproc import start_server
 
 pytestmark = pytest.mark.slow
@@ -62,3 +63,31 @@ def test_workers_refuse_a_bad_bundle_before_starting(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "serving", "--bundle", str(tmp_path / "missing"), "--workers", "2",
                            "--host", "127.0.0.1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "serve-model: cannot load the model" in done.stderr
+
+
+def test_every_worker_swaps_in_a_new_champion(registry_copy: Path, raw_records: list[dict], tmp_path: Path) -> None:
+    second = derive_bundle(registry_copy, threshold=0.0123)
+    server = start_server("--registry", str(registry_copy), "--reload-interval", "0.2", "--workers", "2",
+                          "--prediction-logs", str(tmp_path / "logs"), work=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while _metric(httpx.get(f"{server.base}/metrics").text, "serving_workers") < 2:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.2)
+        promote(registry_copy, second, by="test", reason="two workers")
+        deadline, text = time.monotonic() + 20, ""
+        while time.monotonic() < deadline:  # the swaps of both workers, summed
+            text = httpx.get(f"{server.base}/metrics").text
+            if _metric(text, 'serving_model_reloads_total{outcome="swapped"}') == 2:
+                break
+            time.sleep(0.2)
+        assert _metric(text, 'serving_model_reloads_total{outcome="swapped"}') == 2, text
+
+        def model_of(k: int) -> str:
+            with httpx.Client(base_url=server.base) as client:  # a connection of its own: either worker
+                return client.post("/predict", json=raw_records[k]).json()["model_id"]
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(model_of, range(32))) == {second}
+    finally:
+        server.stop()
