@@ -17,10 +17,7 @@ Each line is one scored record, see ``log_lines`` for the fields.
 
 from __future__ import annotations
 
-import bisect
-import codecs
 import datetime as dt
-import itertools
 import json
 import os
 import threading
@@ -28,15 +25,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
 
+from serving.predictor import Predictions, json_numbers
 from serving.registry import fsync_dir
-
-if TYPE_CHECKING:
-    from serving.predictor import Predictions
 
 FILE_PREFIX = "predictions-"
 FILE_SUFFIX = ".jsonl"
@@ -60,9 +55,12 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _logged_at() -> str:
+    return _utc_now().isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def _head(request_id: str, model_id: str) -> str:
-    logged_at = _utc_now().isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return json.dumps({"request_id": request_id, "logged_at": logged_at, "model_id": model_id})[:-1]
+    return json.dumps({"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id})[:-1]
 
 
 _encode = json.JSONEncoder(ensure_ascii=True, allow_nan=False, default=str, separators=(",", ":")).encode
@@ -70,13 +68,13 @@ _encode = json.JSONEncoder(ensure_ascii=True, allow_nan=False, default=str, sepa
 
 def log_lines(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
               outputs: Sequence[Mapping[str, Any]]) -> bytes:
-    """One JSON line per record: request_id, record_index, logged_at, model_id, inputs, then the
+    """One JSON line per record: request_id, logged_at, model_id, record_index, inputs, then the
     model's output fields (``score`` and ``label`` for binary models; ``label`` and
     ``probabilities`` for multiclass; ``prediction`` for regression).
 
     ``inputs`` are the raw fields exactly as received (timestamps stay strings), so monitoring sees
     what clients sent, not what serving made of it. This is the reference encoder (the standard
-    library's, one record at a time); ``encode_log_lines`` writes the same bytes faster.
+    library's, one record at a time); ``encode_log_lines`` writes the same values faster.
     """
     head = _head(request_id, model_id)
     return "".join(
@@ -89,107 +87,68 @@ def _orjson_default(value: Any) -> Any:
     raise TypeError  # anything orjson does not write natively goes to the reference encoder
 
 
-def _json_escape(error: UnicodeError) -> tuple[str, int]:
-    """Codec error handler: non-ASCII characters as the reference encoder escapes them (\u00e9, surrogate pairs)."""
-    assert isinstance(error, UnicodeEncodeError)
-    out = []
-    for char in error.object[error.start:error.end]:
-        code = ord(char)
-        if code > 0xFFFF:
-            code -= 0x10000
-            out.append(f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out), error.end
-
-
-# orjson writes what the reference encoder writes (compact, keys in order, the same escapes for
-# ASCII but DEL, the same shortest float digits), except: non-ASCII text as UTF-8 rather than
-# \u escapes and DEL unescaped (both only inside strings, so escaped afterwards over the whole
-# output), floats under 1e-4 as 0.00001 or 1e-7 rather than 1e-05 or 1e-07 (records showing
-# "0.0000" or "e-" anywhere are re-encoded by the reference), NaN and infinity as null rather
-# than an error, datetimes and subclasses its own way (passed to the default above, which refuses
-# them, so the reference encoder takes the request).
+# Datetimes, str subclasses and dataclasses are written by orjson its own way; passed to the
+# default above, which refuses them, they send the request to the reference encoder instead.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
-_SMALL_FLOAT_MARKS = ("0.0000", "e-")
 _FEW_RECORDS = 2
 """Up to this many records the reference encoder is the faster one (fewer steps per call)."""
 
 
-def _dumps(value: Any) -> bytes:
-    encoded = orjson.dumps(value, default=_orjson_default, option=_ORJSON_OPTIONS)
-    if not encoded.isascii():
-        codecs.register_error("serving-json-escape", _json_escape)  # idempotent; not done at import
-        encoded = encoded.decode().encode("ascii", "serving-json-escape")
-    return encoded.replace(b"\x7f", b"\\u007f") if b"\x7f" in encoded else encoded
-
-
-def _bodies(items: Sequence[Mapping[str, Any]]) -> list[str] | None:
-    """Each mapping's JSON without its braces, byte for byte as the reference encoder writes it;
-    None when orjson refuses a value."""
+def _members(items: Sequence[Any]) -> list[bytes] | None:
+    """Each mapping's JSON members without its braces, all encoded by orjson in one call; None
+    when orjson refuses a value (integers past 64 bits, anything not plain JSON)."""
     try:
-        encoded = _dumps(items).decode("ascii")
-        text = encoded[2:-2]
-        bodies = text.split("},{")
-        # As many pieces as objects: "},{" occurs only between them, never inside a string
-        if len(bodies) != len(items) or encoded[:2] != "[{" or encoded[-2:] != "}]":
-            text = "},{".join(bodies := [_dumps(item)[1:-1].decode("ascii") for item in items])
-    except (orjson.JSONEncodeError, TypeError):
+        encoded = orjson.dumps(items, default=_orjson_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
         return None
-    positions = [at for mark in _SMALL_FLOAT_MARKS for at in _occurrences(text, mark)]
-    if positions:
-        starts = list(itertools.accumulate((len(b) + 3 for b in bodies), initial=0))
-        for k in {bisect.bisect_right(starts, at) - 1 for at in positions}:
-            bodies[k] = _encode(items[k])[1:-1]
-    return bodies
-
-
-def _occurrences(text: str, mark: str) -> list[int]:
-    found, at = [], text.find(mark)
-    while at >= 0:
-        found.append(at)
-        at = text.find(mark, at + 1)
-    return found
+    if encoded[:2] != b"[{" or encoded[-2:] != b"}]":
+        return None  # not a list of plain dicts
+    members = encoded[2:-2].split(b"},{")
+    if len(members) == len(items):
+        return members  # "},{" falls between every two objects, so no string holds one
+    return [orjson.dumps(item, default=_orjson_default, option=_ORJSON_OPTIONS)[1:-1] for item in items]
 
 
 def encode_log_lines(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
                      predictions: Predictions) -> bytes:
-    """The bytes ``log_lines(request_id, model_id, records, predictions.to_records())`` writes, for
-    records that passed validation (``serving.schema``: no NaN or infinity among them).
+    """The lines ``log_lines(request_id, model_id, records, predictions.to_records())`` writes, as the
+    same JSON values (keys in the same order, ints stay ints), for the records of a validated request.
 
-    The records are encoded by orjson in one call and split per record (see above for what is
-    re-encoded by the reference); binary scores and labels are written from their arrays with
-    ``float.__repr__``, as the standard library writes floats. A non-finite score raises
-    ``ValueError`` as ``log_lines`` does; anything orjson refuses goes to ``log_lines`` whole.
+    orjson encodes all records in one call, binary scores and labels from their arrays, and the
+    lines are put together by one join, so no Python code runs per record. Its spelling differs
+    from the reference's only where JSON allows (no spaces, non-ASCII text as UTF-8, ``1e-5``
+    for ``1e-05``). A non-finite score raises ``ValueError`` as ``log_lines`` does; a request with
+    anything orjson refuses goes to ``log_lines`` whole.
     """
-    if len(records) != len(predictions.scores) or len(records) <= _FEW_RECORDS:
+    n = len(records)
+    if n != len(predictions.scores) or n <= _FEW_RECORDS or not np.isfinite(predictions.scores).all():
+        return log_lines(request_id, model_id, records, predictions.to_records())  # non-finite raises there
+    inputs = _members(records)
+    if inputs is None:
         return log_lines(request_id, model_id, records, predictions.to_records())
+    head = orjson.dumps({"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id})[:-1]
     binary = predictions.task == "binary" and predictions.labels is not None
-    if binary and not np.isfinite(predictions.scores).all():
-        return log_lines(request_id, model_id, records, predictions.to_records())  # raises, as before
-    ins = _bodies(records)
-    if ins is None:
-        return log_lines(request_id, model_id, records, predictions.to_records())
-    head = _head(request_id, model_id)
+    slots = 10 if binary else 7
+    parts: list[bytes] = [b""] * (slots * n)
+    parts[0::slots] = [head + b',"record_index":'] * n
+    parts[1::slots] = json_numbers(list(range(n)))
+    parts[2::slots] = [b',"inputs":{'] * n
+    parts[3::slots] = inputs
+    parts[4::slots] = [b"},"] * n
     if binary:
         assert predictions.labels is not None
-        scores = _floats(predictions.scores)
-        return "".join([f'{head}, "record_index": {i}, "inputs": {{{inp}}}, "score":{score},"label":{label}}}\n'
-                        for i, (inp, score, label) in enumerate(zip(ins, scores, predictions.labels.tolist()))]).encode()
-    outs = [_encode(output)[1:-1] for output in predictions.to_records()]
-    return "".join([f'{head}, "record_index": {i}, "inputs": {{{inp}}}, {out}}}\n'
-                    for i, (inp, out) in enumerate(zip(ins, outs))]).encode()
-
-
-def _floats(values: np.ndarray) -> list[str]:
-    """Finite floats as the standard library writes them (``float.__repr__``): orjson's digits,
-    except under 1e-4 in magnitude, where its spelling differs and ``repr`` writes them."""
-    plain = values.tolist()
-    texts = orjson.dumps(plain).decode("ascii")[1:-1].split(",")
-    exact = np.asarray(values, dtype=np.float64)  # float32 scores compared as the doubles written
-    for k in np.flatnonzero((np.abs(exact) < 1e-4) & (exact != 0)).tolist():
-        texts[k] = repr(plain[k])
-    return texts
+        parts[5::slots] = [b'"score":'] * n
+        parts[6::slots] = json_numbers(predictions.scores.tolist())
+        parts[7::slots] = [b',"label":'] * n
+        parts[8::slots] = json_numbers(predictions.labels.tolist())
+        parts[9::slots] = [b"}\n"] * n
+    else:
+        outputs = _members(predictions.to_records())
+        if outputs is None:
+            return log_lines(request_id, model_id, records, predictions.to_records())
+        parts[5::slots] = outputs
+        parts[6::slots] = [b"}\n"] * n
+    return b"".join(parts)
 
 
 class PredictionLog:

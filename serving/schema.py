@@ -133,9 +133,18 @@ def _fast_column(values: list[Any], field: InputField) -> pa.Array | None:
         return None  # the value-by-value check names the culprit
     if field.type == "double" and pc.any(pc.invert(pc.is_finite(array))).as_py():
         return None
-    if field.type == "string" and pc.any(pc.match_substring(array, "\0")).as_py():
+    if field.type == "string" and _holds_nul(array):
         return None  # NUL is refused value by value, with its record and field
     return array
+
+
+def _holds_nul(array: pa.StringArray) -> bool:
+    """Whether any value holds a NUL character: one search of the array's character data."""
+    _, offsets, data = array.buffers()
+    if data is None or not len(array):
+        return False
+    start, end = np.frombuffer(offsets, dtype=np.int32)[[array.offset, array.offset + len(array)]].tolist()
+    return data.to_pybytes().find(b"\0", start, end) >= 0
 
 
 def _fast_timestamps(array: pa.StringArray) -> pa.Array | None:

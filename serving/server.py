@@ -402,11 +402,10 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
         request_id = given_request_id if _REQUEST_ID.fullmatch(given_request_id) else uuid.uuid4().hex
         result = await state["scorer"].score(table, records, request_id)
         payload: dict[str, Any] = {"model_id": result.model_id, "request_id": request_id}
-        out = result.to_records()
         if single:
-            payload.update(out[0])
+            payload.update(result.to_records()[0])
         else:
-            payload["predictions"] = out
+            payload["predictions"] = orjson.Fragment(result.to_json())
         return 200, _success_bytes(payload), [(b"x-request-id", request_id.encode())]
 
     # Declared for the OpenAPI document (and served when the app is mounted without the fast path).

@@ -50,9 +50,10 @@ def test_append_reaches_the_kernel_before_it_returns(tmp_path: Path) -> None:
     log.close()
 
 
-# --- the fast encoder the server uses writes the reference encoder's bytes -------------------------
+# --- the fast encoder the server uses writes the reference encoder's values ------------------------
 
 import datetime as dt  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -79,19 +80,31 @@ def _binary(scores: list[float]) -> Predictions:
     return Predictions("m" * 64, "binary", array, (array >= 0.5).astype(np.int8))
 
 
-def _same_bytes(records: list[dict], predictions: Predictions) -> bytes:
-    expected = log_lines("req-1", predictions.model_id, records, predictions.to_records())
-    assert encode_log_lines("req-1", predictions.model_id, records, predictions) == expected
-    return expected
+def _typed(value: Any) -> Any:
+    """A parsed JSON value with each number's type kept (1 and 1.0 differ), keys in order."""
+    if isinstance(value, dict):
+        return [(k, _typed(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, repr(value))
 
 
-def test_fast_encoder_writes_the_reference_bytes_for_tricky_values(fixed_clock: None) -> None:
+def _same_lines(records: list[dict], predictions: Predictions, request_id: str = "req-1") -> bytes:
+    """The fast lines, after checking they hold the reference's values, line for line."""
+    expected = log_lines(request_id, predictions.model_id, records, predictions.to_records())
+    fast = encode_log_lines(request_id, predictions.model_id, records, predictions)
+    assert fast.endswith(b"\n") and fast.count(b"\n") == len(records)
+    assert [_typed(json.loads(line)) for line in fast.splitlines()] == \
+        [_typed(json.loads(line)) for line in expected.splitlines()]
+    return fast
+
+
+def test_fast_encoder_writes_the_reference_values_for_tricky_values(fixed_clock: None) -> None:
     records = [{"text": t, "number": n, "null": None, "ts": "2026-03-01T00:00:31Z"}
                for t, n in zip(TRICKY_TEXT * 2, TRICKY_NUMBERS)]
     records += [{"text": t, "number": 1} for t in TRICKY_TEXT]  # text alone, no float re-encoded next to it
     scores = [1e-7, 0.5, 0.99999, 3.2e-05, 0.0, 1.0, 0.25, 1e-300, 0.0001, 0.7] * 4
-    lines = _same_bytes(records, _binary(scores[:len(records)]))
-    assert lines.isascii()  # non-ASCII text stays \u-escaped, as before
+    lines = _same_lines(records, _binary(scores[:len(records)]))
     parsed = [json.loads(line) for line in lines.decode().splitlines()]
     assert [p["inputs"]["text"] for p in parsed] == [r["text"] for r in records]
     assert parsed[15]["inputs"]["number"] == 2**64 + 1 and isinstance(parsed[15]["inputs"]["number"], int)
@@ -104,7 +117,19 @@ def test_fast_encoder_on_a_large_batch_with_a_few_odd_records(fixed_clock: None)
     records[17]["category"] = "ünïcode"
     records[512]["amount"] = 4e-05
     records[999]["id"] = "},{"
-    _same_bytes(records, _binary(list(np.random.default_rng(0).random(1000) ** 6)))
+    _same_lines(records, _binary(list(np.random.default_rng(0).random(1000) ** 6)))
+
+
+def test_fast_lines_are_written_by_orjson_and_duckdb_reads_their_utf8(tmp_path: Path, fixed_clock: None) -> None:
+    records = [{"id": f"t{i}", "text": text, "amount": 1e-05 * i} for i, text in enumerate(["é", "😀", "\u2028", "plain"])]
+    lines = _same_lines(records, _binary([0.1, 0.2, 0.7, 3e-05]))
+    assert b'"record_index":1,"inputs":{"id":"t1","text":"\xf0\x9f\x98\x80"' in lines  # compact, UTF-8: the fast path
+    log = PredictionLog(PredictionLogOptions(directory=tmp_path, fsync_interval_s=0))
+    log.append(lines)
+    log.close()
+    rows = duckdb.sql(f"select record_index, inputs.text, inputs.amount, score from read_json('{tmp_path}/*.jsonl', "
+                      "format = 'newline_delimited') order by record_index").fetchall()
+    assert rows == [(i, r["text"], r["amount"], s) for i, (r, s) in enumerate(zip(records, [0.1, 0.2, 0.7, 3e-05]))]
 
 
 def test_fast_encoder_writes_float32_scores_near_1e_4_as_the_reference(fixed_clock: None) -> None:
@@ -112,7 +137,7 @@ def test_fast_encoder_writes_float32_scores_near_1e_4_as_the_reference(fixed_clo
     below = np.nextafter(np.float32(1e-4), np.float32(0))
     scores = np.array([below, np.float32(1e-4), np.nextafter(np.float32(1e-4), np.float32(1)), 1e-5, 0.3],
                       dtype=np.float32)
-    _same_bytes([{"a": i} for i in range(len(scores))],
+    _same_lines([{"a": i} for i in range(len(scores))],
                 Predictions("m", "binary", scores, (scores >= 0.5).astype(np.int8)))
 
 
@@ -125,19 +150,19 @@ def test_fast_encoder_refuses_a_non_finite_score_like_the_reference(fixed_clock:
 
 def test_fast_encoder_for_multiclass_and_regression_outputs(fixed_clock: None) -> None:
     records = [{"a": "x"}, {"a": "é"}, {"a": "},{"}]
-    _same_bytes(records, Predictions("m", "regression", np.array([1e-05, 12.5, -3.0]), None))
-    _same_bytes(records, Predictions("m", "multiclass", np.array([[0.2, 0.8], [1e-6, 1 - 1e-6], [0.5, 0.5]]),
+    _same_lines(records, Predictions("m", "regression", np.array([1e-05, 12.5, -3.0]), None))
+    _same_lines(records, Predictions("m", "multiclass", np.array([[0.2, 0.8], [1e-6, 1 - 1e-6], [0.5, 0.5]]),
                                      np.array(["b", "a", "a"], dtype=object), ["a", "b"]))
 
 
 def test_fast_encoder_hands_what_orjson_refuses_to_the_reference(fixed_clock: None) -> None:
     # datetimes (str() by the reference), str subclasses and non-str keys: never in validated JSON,
-    # and still the same bytes.
+    # and still the same values.
     class Name(str):
         pass
 
     for odd in ({"at": dt.datetime(2026, 1, 1, 10, 0)}, {"name": Name("x")}, {1: "one"}):
-        _same_bytes([{"a": 1}, odd, {"a": 2}], _binary([0.1, 0.2, 0.3]))
+        _same_lines([{"a": 1}, odd, {"a": 2}], _binary([0.1, 0.2, 0.3]))
 
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
@@ -152,7 +177,19 @@ def test_fast_encoder_matches_the_reference_on_any_json_record(records: list[dic
     fixed = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
     original, prediction_log._utc_now = prediction_log._utc_now, lambda: fixed
     try:
-        assert (encode_log_lines("r", "m", records, predictions)
-                == log_lines("r", "m", records, predictions.to_records()))
+        _same_lines(records, predictions, "r")
     finally:
         prediction_log._utc_now = original
+
+
+# --- the answer's predictions are written from the arrays too -------------------------------------
+
+def test_predictions_to_json_holds_to_records_values() -> None:
+    scores = np.array([1e-7, 0.5, 0.99999, 3.2e-05, 0.0, 1.0], dtype=np.float32)
+    for predictions in (Predictions("m", "binary", scores, (scores >= 0.5).astype(np.int8)),
+                        Predictions("m", "regression", np.array([1e-05, 12.5, -3.0]), None),
+                        Predictions("m", "multiclass", np.array([[0.2, 0.8], [1e-6, 1 - 1e-6]]),
+                                    np.array(["b", "a"], dtype=object), ["a", "b"])):
+        assert _typed(json.loads(predictions.to_json())) == _typed(predictions.to_records())
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        _binary([0.2, float("nan")]).to_json()
