@@ -6,9 +6,11 @@ Durability policy:
   *before* the response is sent. A process killed at any point (SIGKILL included) therefore loses
   no prediction it has answered: the bytes are in the page cache and the kernel writes them out.
 * ``fsync`` guards against losing the machine (power, kernel panic). It runs every
-  ``fsync_interval_s`` seconds from a background thread, when a file is rotated and on close;
-  with ``fsync_interval_s = 0`` it runs before every response (slower, nothing answered is ever
-  lost). So at most ``fsync_interval_s`` of answered predictions can be lost with the machine.
+  ``fsync_interval_s`` seconds from a background thread (over the current file, any file rotated
+  out since, and the folder once a file was created) and on close, never holding up a request;
+  with ``fsync_interval_s = 0`` it runs before every response and at each rotation (slower,
+  nothing answered is ever lost). So at most ``fsync_interval_s`` of answered predictions can be
+  lost with the machine.
 
 Files are ``predictions-<UTC start>-<pid>-<seq>.jsonl`` and rotate when they pass
 ``max_file_bytes`` or are older than ``max_file_age_s``; a line is never split across files.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import threading
 import time
@@ -32,6 +35,8 @@ import orjson
 
 from serving.predictor import Predictions, json_numbers
 from serving.registry import fsync_dir
+
+log = logging.getLogger(__name__)
 
 FILE_PREFIX = "predictions-"
 FILE_SUFFIX = ".jsonl"
@@ -152,11 +157,17 @@ def encode_log_lines(request_id: str, model_id: str, records: Sequence[Mapping[s
 
 
 class PredictionLog:
-    """Thread-safe appender with size/age rotation and the fsync policy above."""
+    """Thread-safe appender with size/age rotation and the fsync policy above.
+
+    With a background syncer, appends never wait for a disk: the syncer fsyncs duplicates of the
+    descriptors outside the lock, and a file rotated out (with the folder holding the new one's
+    name) is fsynced and closed by it, within the same interval.
+    """
 
     def __init__(self, options: PredictionLogOptions = PredictionLogOptions()) -> None:
         self.options = options
         options.directory.mkdir(parents=True, exist_ok=True)
+        self._background = options.fsync_interval_s > 0
         self._lock = threading.Lock()
         self._seq = 0
         self._fd = -1
@@ -164,10 +175,14 @@ class PredictionLog:
         self._size = 0
         self._opened_at = 0.0
         self._dirty = False
+        self._retired: list[int] = []
+        """Rotated-out descriptors the syncer still has to fsync and close."""
+        self._new_name = False
+        """A file was created since the folder was last fsynced."""
         self._open_next()
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
-        if options.fsync_interval_s > 0:
+        if self._background:
             self._syncer = threading.Thread(target=self._sync_loop, name="prediction-log-fsync", daemon=True)
             self._syncer.start()
 
@@ -182,13 +197,19 @@ class PredictionLog:
         self._path = self.options.directory / f"{FILE_PREFIX}{stamp}-{os.getpid()}-{self._seq:04d}{FILE_SUFFIX}"
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size, self._opened_at = 0, time.monotonic()
-        fsync_dir(self.options.directory)  # the new file's name survives a crash too
+        if self._background:
+            self._new_name = True
+        else:
+            fsync_dir(self.options.directory)  # the new file's name survives a crash too
 
-    def _close_current(self) -> None:
-        if self._fd >= 0:
+    def _rotate(self) -> None:
+        if self._background:
+            self._retired.append(self._fd)
+            self._dirty = False
+        else:
             os.fsync(self._fd)
             os.close(self._fd)
-            self._fd = -1
+        self._open_next()
 
     def append(self, data: bytes) -> None:
         """Write ``data`` (whole lines) to the kernel before returning; rotate first if due."""
@@ -199,31 +220,55 @@ class PredictionLog:
                 raise ValueError("prediction log is closed; create a new PredictionLog")
             age = time.monotonic() - self._opened_at
             if self._size and (self._size + len(data) > self.options.max_file_bytes or age > self.options.max_file_age_s):
-                self._close_current()
-                self._open_next()
+                self._rotate()
             view = memoryview(data)
             while view:  # os.write may write less than asked (signals, huge buffers)
                 view = view[os.write(self._fd, view):]
             self._size += len(data)
-            if self.options.fsync_interval_s <= 0:
-                os.fsync(self._fd)
-            else:
+            if self._background:
                 self._dirty = True
+            else:
+                os.fsync(self._fd)
 
     def sync(self) -> None:
-        """fsync the current file if anything was written since the last fsync."""
+        """fsync what was written since the last sync: rotated-out files (then closed), the folder
+        when a file was created, and the current file. Appends go on meanwhile."""
         with self._lock:
-            if self._fd >= 0 and self._dirty:
-                os.fsync(self._fd)
-                self._dirty = False
+            retired, self._retired = self._retired, []
+            new_name, self._new_name = self._new_name, False
+            current = os.dup(self._fd) if self._fd >= 0 and self._dirty else -1
+            self._dirty = False
+        failed: OSError | None = None
+        for fd in (fd for fd in [*retired, current] if fd >= 0):
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                failed = failed or exc
+            finally:
+                os.close(fd)
+        if new_name:
+            fsync_dir(self.options.directory)
+        if failed is not None:
+            raise failed
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self.options.fsync_interval_s):
-            self.sync()
+            try:
+                self.sync()
+            except OSError:  # the disk refused; say so every interval rather than stop trying
+                log.exception("could not fsync the prediction log in %s", self.options.directory)
 
     def close(self) -> None:
         self._stop.set()
         if self._syncer is not None:
             self._syncer.join(timeout=5)
-        with self._lock:
-            self._close_current()
+        try:
+            self.sync()
+        finally:
+            with self._lock:
+                if self._fd >= 0:
+                    try:
+                        os.fsync(self._fd)
+                    finally:
+                        os.close(self._fd)
+                        self._fd = -1

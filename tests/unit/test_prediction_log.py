@@ -1,10 +1,20 @@
+import datetime as dt
 import json
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from serving.prediction_log import PredictionLog, PredictionLogOptions, log_lines
+import serving.prediction_log as prediction_log
+from serving.prediction_log import PredictionLog, PredictionLogOptions, encode_log_lines, log_lines
+from serving.predictor import Predictions
 
 
 def _lines(n: int, request_id: str = "r1") -> bytes:
@@ -50,19 +60,51 @@ def test_append_reaches_the_kernel_before_it_returns(tmp_path: Path) -> None:
     log.close()
 
 
+def test_appends_go_on_while_the_disk_is_slow_to_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = PredictionLog(PredictionLogOptions(directory=tmp_path, max_file_bytes=300, fsync_interval_s=3600))
+    real_fsync, entered, release = os.fsync, threading.Event(), threading.Event()
+
+    def slow_fsync(fd: int) -> None:  # a disk that takes its time, as a busy one does
+        entered.set()
+        release.wait(10)
+        real_fsync(fd)
+
+    log.append(_lines(1))
+    monkeypatch.setattr(prediction_log.os, "fsync", slow_fsync)
+    syncing = threading.Thread(target=log.sync)
+    syncing.start()
+    assert entered.wait(5)
+    started = time.monotonic()
+    for i in range(5):  # past max_file_bytes: rotations too, while the fsync is still running
+        log.append(_lines(2, f"r{i}"))
+    assert time.monotonic() - started < 2 and syncing.is_alive()
+    release.set()
+    syncing.join(5)
+    monkeypatch.setattr(prediction_log.os, "fsync", real_fsync)
+    log.close()
+    files = sorted(tmp_path.glob("*.jsonl"))
+    assert len(files) > 2 and sum(f.read_bytes().count(b"\n") for f in files) == 11
+
+
+def test_rotated_files_are_fsynced_and_closed_by_the_syncer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(prediction_log.os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real_fsync(fd)))
+    log = PredictionLog(PredictionLogOptions(directory=tmp_path, max_file_bytes=300, fsync_interval_s=3600))
+    open_before = len(os.listdir("/proc/self/fd"))
+    for i in range(6):
+        log.append(_lines(2, f"r{i}"))
+    assert synced == []  # nothing waited for the disk while appending
+    log.sync()
+    inodes = {f.stat().st_ino for f in tmp_path.glob("*.jsonl")}
+    # every file, the rotated-out ones included, and the folder that holds their names
+    assert len(inodes) > 2 and set(synced) == inodes | {tmp_path.stat().st_ino}
+    assert len(os.listdir("/proc/self/fd")) == open_before  # their descriptors are closed
+    log.close()
+
+
 # --- the fast encoder the server uses writes the reference encoder's values ------------------------
 
-import datetime as dt  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-import serving.prediction_log as prediction_log  # noqa: E402
-from serving.prediction_log import encode_log_lines  # noqa: E402
-from serving.predictor import Predictions  # noqa: E402
 
 TRICKY_TEXT = ["é", "\u2028\u2029", "😀 and \U0010ffff", "\x7f", "\x00\x01\x1f\t\n\r\b\f", '"\\/', "},{", '"},{"',
                "e-commerce", "0.00001", "x\u00a0y", ""]
