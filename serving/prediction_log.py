@@ -2,7 +2,7 @@
 
 Durability policy:
 
-* Each request's lines are handed to the kernel with one ``os.write`` on an ``O_APPEND`` file
+* Each request's line is handed to the kernel with one ``os.write`` on an ``O_APPEND`` file
   *before* the response is sent. A process killed at any point (SIGKILL included) therefore loses
   no prediction it has answered: the bytes are in the page cache and the kernel writes them out.
 * ``fsync`` guards against losing the machine (power, kernel panic). It runs every
@@ -14,7 +14,10 @@ Durability policy:
 
 Files are ``predictions-<UTC start>-<pid>-<seq>.jsonl`` and rotate when they pass
 ``max_file_bytes`` or are older than ``max_file_age_s``; a line is never split across files.
-Each line is one scored record, see ``log_lines`` for the fields.
+Each line is one request, its records and their predictions (see ``log_lines``), as model
+servers' payload logs keep them: the head once per request rather than once per record, which
+halves the bytes written for a batch. ``logged_predictions`` reads them back one record at a time,
+and dbt's staging unnests them likewise.
 """
 
 from __future__ import annotations
@@ -25,15 +28,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
-from serving.predictor import Predictions, json_numbers
+from serving.predictor import Predictions
 from serving.registry import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -64,28 +66,19 @@ def _logged_at() -> str:
     return _utc_now().isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _head(request_id: str, model_id: str) -> str:
-    return json.dumps({"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id})[:-1]
-
-
-_encode = json.JSONEncoder(ensure_ascii=True, allow_nan=False, default=str, separators=(",", ":")).encode
-
-
 def log_lines(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
               outputs: Sequence[Mapping[str, Any]]) -> bytes:
-    """One JSON line per record: request_id, logged_at, model_id, record_index, inputs, then the
-    model's output fields (``score`` and ``label`` for binary models; ``label`` and
-    ``probabilities`` for multiclass; ``prediction`` for regression).
+    """One JSON line for the request: ``request_id``, ``logged_at``, ``model_id``, ``records`` (the
+    raw fields exactly as received, timestamps as strings, so monitoring sees what clients sent)
+    and ``predictions`` (the model's outputs, record for record: ``score`` and ``label`` for
+    binary models; ``label`` and ``probabilities`` for multiclass; ``prediction`` for regression).
 
-    ``inputs`` are the raw fields exactly as received (timestamps stay strings), so monitoring sees
-    what clients sent, not what serving made of it. This is the reference encoder (the standard
-    library's, one record at a time); ``encode_log_lines`` writes the same values faster.
+    This is the reference encoder (the standard library's); ``encode_log_lines`` writes the same
+    values faster. A non-finite output raises ``ValueError``: JSON has no NaN.
     """
-    head = _head(request_id, model_id)
-    return "".join(
-        f'{head}, "record_index": {i}, "inputs": {_encode(record)}, {_encode(output)[1:-1]}}}\n'
-        for i, (record, output) in enumerate(zip(records, outputs))
-    ).encode()
+    line = {"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id,
+            "records": list(records), "predictions": list(outputs)}
+    return json.dumps(line, ensure_ascii=True, allow_nan=False, default=str, separators=(",", ":")).encode() + b"\n"
 
 
 def _orjson_default(value: Any) -> Any:
@@ -95,65 +88,40 @@ def _orjson_default(value: Any) -> Any:
 # Datetimes, str subclasses and dataclasses are written by orjson its own way; passed to the
 # default above, which refuses them, they send the request to the reference encoder instead.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
-_FEW_RECORDS = 2
-"""Up to this many records the reference encoder is the faster one (fewer steps per call)."""
-
-
-def _members(items: Sequence[Any]) -> list[bytes] | None:
-    """Each mapping's JSON members without its braces, all encoded by orjson in one call; None
-    when orjson refuses a value (integers past 64 bits, anything not plain JSON)."""
-    try:
-        encoded = orjson.dumps(items, default=_orjson_default, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        return None
-    if encoded[:2] != b"[{" or encoded[-2:] != b"}]":
-        return None  # not a list of plain dicts
-    members = encoded[2:-2].split(b"},{")
-    if len(members) == len(items):
-        return members  # "},{" falls between every two objects, so no string holds one
-    return [orjson.dumps(item, default=_orjson_default, option=_ORJSON_OPTIONS)[1:-1] for item in items]
 
 
 def encode_log_lines(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
                      predictions: Predictions) -> bytes:
-    """The lines ``log_lines(request_id, model_id, records, predictions.to_records())`` writes, as the
-    same JSON values (keys in the same order, ints stay ints), for the records of a validated request.
+    """The line ``log_lines(request_id, model_id, records, predictions.to_records())`` writes, as the
+    same JSON values (keys in the same order, ints stay ints): orjson writes the records in one
+    call and ``predictions`` is ``Predictions.to_json``, the array the answer carries.
 
-    orjson encodes all records in one call, binary scores and labels from their arrays, and the
-    lines are put together by one join, so no Python code runs per record. Its spelling differs
-    from the reference's only where JSON allows (no spaces, non-ASCII text as UTF-8, ``1e-5``
-    for ``1e-05``). A non-finite score raises ``ValueError`` as ``log_lines`` does; a request with
-    anything orjson refuses goes to ``log_lines`` whole.
+    The spelling differs from the reference's only where JSON allows (no spaces, non-ASCII text
+    as UTF-8, ``1e-5`` for ``1e-05``). A non-finite score raises ``ValueError`` as ``log_lines``
+    does; records with anything orjson refuses (an integer past 64 bits) go to ``log_lines``.
     """
-    n = len(records)
-    if n != len(predictions.scores) or n <= _FEW_RECORDS or not np.isfinite(predictions.scores).all():
-        return log_lines(request_id, model_id, records, predictions.to_records())  # non-finite raises there
-    inputs = _members(records)
-    if inputs is None:
+    if len(records) != len(predictions.scores):
+        raise ValueError(f"{len(records)} records but {len(predictions.scores)} predictions")
+    outputs = predictions.to_json()  # raises on a non-finite score
+    try:
+        inputs = orjson.dumps(records, default=_orjson_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
         return log_lines(request_id, model_id, records, predictions.to_records())
     head = orjson.dumps({"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id})[:-1]
-    binary = predictions.task == "binary" and predictions.labels is not None
-    slots = 10 if binary else 7
-    parts: list[bytes] = [b""] * (slots * n)
-    parts[0::slots] = [head + b',"record_index":'] * n
-    parts[1::slots] = json_numbers(list(range(n)))
-    parts[2::slots] = [b',"inputs":{'] * n
-    parts[3::slots] = inputs
-    parts[4::slots] = [b"},"] * n
-    if binary:
-        assert predictions.labels is not None
-        parts[5::slots] = [b'"score":'] * n
-        parts[6::slots] = json_numbers(predictions.scores.tolist())
-        parts[7::slots] = [b',"label":'] * n
-        parts[8::slots] = json_numbers(predictions.labels.tolist())
-        parts[9::slots] = [b"}\n"] * n
-    else:
-        outputs = _members(predictions.to_records())
-        if outputs is None:
-            return log_lines(request_id, model_id, records, predictions.to_records())
-        parts[5::slots] = outputs
-        parts[6::slots] = [b"}\n"] * n
-    return b"".join(parts)
+    return b"".join((head, b',"records":', inputs, b',"predictions":', outputs, b"}\n"))
+
+
+def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """Every logged prediction in ``paths`` (log files, in order), one dict per scored record:
+    request_id, logged_at, model_id, record_index, inputs, then the outputs (``score``, ``label``...)."""
+    for path in paths:
+        for line in path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            request = orjson.loads(line)
+            head = {k: request[k] for k in ("request_id", "logged_at", "model_id")}
+            for i, (inputs, output) in enumerate(zip(request["records"], request["predictions"], strict=True)):
+                yield {**head, "record_index": i, "inputs": inputs, **output}
 
 
 class PredictionLog:

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serving.prediction_log import logged_predictions
 from serving.registry import read_champion
 from tests.conftest import PipelineRun
 from tests.e2e.serverproc import ServerProcess
@@ -116,8 +117,7 @@ def test_metrics_in_prometheus_text_format(server: str, raw_records: list[dict])
 def test_every_answered_prediction_is_logged(champion_server: ServerProcess, raw_records: list[dict]) -> None:
     r = httpx.post(f"{champion_server.base}/predict", json={"records": raw_records[:3]}, headers={"x-request-id": "logged-1"})
     logs = Path(champion_server.log_path.parent / "logs")
-    lines = [json.loads(line) for f in sorted(logs.glob("*.jsonl")) for line in f.read_text().splitlines()]
-    mine = [line for line in lines if line["request_id"] == "logged-1"]
+    mine = [p for p in logged_predictions(sorted(logs.glob("*.jsonl"))) if p["request_id"] == "logged-1"]
     assert [m["record_index"] for m in mine] == [0, 1, 2]
     assert [m["score"] for m in mine] == [p["score"] for p in r.json()["predictions"]]
     assert mine[0]["inputs"] == raw_records[0] and mine[0]["model_id"] == r.json()["model_id"]

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from serving.bundle import InputField
+from serving.prediction_log import logged_predictions
 from serving.registry import bundles_dir, promote
 from tests.conftest import derive_bundle
 from tests.e2e.serverproc import LoadResult, run_load, start_server
@@ -104,6 +105,6 @@ def test_sigkill_loses_no_answered_prediction(pipeline_run, raw_records: list[di
     finally:
         server.stop()  # a no-op once killed; stops the server if the wait above failed
         thread.join(timeout=30)
-    logged = {json.loads(line)["request_id"] for f in logs.glob("*.jsonl") for line in f.read_text().splitlines()}
+    logged = {p["request_id"] for p in logged_predictions(sorted(logs.glob("*.jsonl")))}
     assert len(answered) >= 100
     assert set(answered) <= logged, sorted(set(answered) - logged)[:5]

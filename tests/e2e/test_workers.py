@@ -1,6 +1,5 @@
 """``serve-model --workers 2``: two processes on one port, their logs and their summed metrics."""
 
-import json
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serving.prediction_log import logged_predictions
 from serving.registry import promote
 from tests.conftest import PipelineRun, derive_bundle
 from tests.e2e.serverproc import start_server
@@ -54,8 +54,7 @@ def test_two_workers_answer_log_and_count_together(pipeline_run: PipelineRun, ra
         server.stop()
     assert server.proc.returncode == 0, server.output()
     files = sorted((tmp_path / "logs").glob("*.jsonl"))
-    lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]
-    assert sorted(line["score"] for line in lines) == sorted(scores)
+    assert sorted(p["score"] for p in logged_predictions(files)) == sorted(scores)
     assert len({f.name.split("-")[2] for f in files}) == 2  # each worker opens files of its own, named by its pid
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import serving.prediction_log as prediction_log
-from serving.prediction_log import PredictionLog, PredictionLogOptions, encode_log_lines, log_lines
+from serving.prediction_log import PredictionLog, PredictionLogOptions, encode_log_lines, log_lines, logged_predictions
 from serving.predictor import Predictions
 
 
@@ -22,13 +22,16 @@ def _lines(n: int, request_id: str = "r1") -> bytes:
     return log_lines(request_id, "m" * 64, records, [{"score": i / 10, "label": i % 2} for i in range(n)])
 
 
-def test_lines_carry_request_time_model_inputs_and_scores() -> None:
-    lines = [json.loads(line) for line in _lines(2).decode().splitlines()]
-    assert [line["record_index"] for line in lines] == [0, 1]
-    first = lines[0]
-    assert first["request_id"] == "r1" and first["model_id"] == "m" * 64
-    assert first["inputs"]["id"] == "t0" and first["score"] == 0.0 and first["label"] == 0
-    assert first["logged_at"].endswith("Z")
+def test_a_line_carries_request_time_model_inputs_and_scores(tmp_path: Path) -> None:
+    line = json.loads(_lines(2))
+    assert list(line) == ["request_id", "logged_at", "model_id", "records", "predictions"]
+    assert line["request_id"] == "r1" and line["model_id"] == "m" * 64 and line["logged_at"].endswith("Z")
+    assert [r["id"] for r in line["records"]] == ["t0", "t1"]
+    assert line["predictions"] == [{"score": 0.0, "label": 0}, {"score": 0.1, "label": 1}]
+    (tmp_path / "predictions-1.jsonl").write_bytes(_lines(2) + b"\n" + _lines(1, "r2"))
+    read = list(logged_predictions(sorted(tmp_path.glob("*.jsonl"))))
+    assert [(p["request_id"], p["record_index"], p["inputs"]["id"], p["score"]) for p in read] == \
+        [("r1", 0, "t0", 0.0), ("r1", 1, "t1", 0.1), ("r2", 0, "t0", 0.0)]
 
 
 def test_files_rotate_by_size_without_splitting_lines_and_dbt_duckdb_can_read_them(tmp_path: Path) -> None:
@@ -38,10 +41,10 @@ def test_files_rotate_by_size_without_splitting_lines_and_dbt_duckdb_can_read_th
     log.close()
     files = sorted(tmp_path.glob("predictions-*.jsonl"))
     assert len(files) > 3
-    assert all(f.stat().st_size <= 2000 or f.read_text().count("\n") == 3 for f in files)
-    rows = duckdb.sql(f"select request_id, record_index, inputs.amount, score from read_json('{tmp_path}/*.jsonl', "
-                      "format = 'newline_delimited')").fetchall()
-    assert len(rows) == 60 and ("r19", 2, 2.0, 0.2) in rows
+    assert all(f.stat().st_size <= 2000 or f.read_text().count("\n") == 1 for f in files)
+    rows = duckdb.sql(f"select request_id, unnest(records).amount, unnest(predictions).score "
+                      f"from read_json('{tmp_path}/*.jsonl', format = 'newline_delimited')").fetchall()
+    assert len(rows) == 60 and ("r19", 2.0, 0.2) in rows
 
 
 def test_files_rotate_by_age(tmp_path: Path) -> None:
@@ -56,7 +59,7 @@ def test_append_reaches_the_kernel_before_it_returns(tmp_path: Path) -> None:
     log = PredictionLog(PredictionLogOptions(directory=tmp_path, fsync_interval_s=3600))
     log.append(_lines(2))
     # Another reader sees the bytes with no flush or close on our side: a SIGKILL now would keep them.
-    assert os.path.getsize(log.path) == len(_lines(2)) or log.path.read_text().count("\n") == 2
+    assert os.path.getsize(log.path) == len(_lines(2)) or log.path.read_text().count("\n") == 1
     log.close()
 
 
@@ -83,7 +86,7 @@ def test_appends_go_on_while_the_disk_is_slow_to_fsync(tmp_path: Path, monkeypat
     monkeypatch.setattr(prediction_log.os, "fsync", real_fsync)
     log.close()
     files = sorted(tmp_path.glob("*.jsonl"))
-    assert len(files) > 2 and sum(f.read_bytes().count(b"\n") for f in files) == 11
+    assert len(files) > 2 and len(list(logged_predictions(files))) == 11
 
 
 def test_rotated_files_are_fsynced_and_closed_by_the_syncer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,12 +135,11 @@ def _typed(value: Any) -> Any:
 
 
 def _same_lines(records: list[dict], predictions: Predictions, request_id: str = "req-1") -> bytes:
-    """The fast lines, after checking they hold the reference's values, line for line."""
+    """The fast line, after checking it holds the reference's values."""
     expected = log_lines(request_id, predictions.model_id, records, predictions.to_records())
     fast = encode_log_lines(request_id, predictions.model_id, records, predictions)
-    assert fast.endswith(b"\n") and fast.count(b"\n") == len(records)
-    assert [_typed(json.loads(line)) for line in fast.splitlines()] == \
-        [_typed(json.loads(line)) for line in expected.splitlines()]
+    assert fast.endswith(b"\n") and fast.count(b"\n") == 1
+    assert _typed(json.loads(fast)) == _typed(json.loads(expected))
     return fast
 
 
@@ -146,11 +148,10 @@ def test_fast_encoder_writes_the_reference_values_for_tricky_values(fixed_clock:
                for t, n in zip(TRICKY_TEXT * 2, TRICKY_NUMBERS)]
     records += [{"text": t, "number": 1} for t in TRICKY_TEXT]  # text alone, no float re-encoded next to it
     scores = [1e-7, 0.5, 0.99999, 3.2e-05, 0.0, 1.0, 0.25, 1e-300, 0.0001, 0.7] * 4
-    lines = _same_lines(records, _binary(scores[:len(records)]))
-    parsed = [json.loads(line) for line in lines.decode().splitlines()]
-    assert [p["inputs"]["text"] for p in parsed] == [r["text"] for r in records]
-    assert parsed[15]["inputs"]["number"] == 2**64 + 1 and isinstance(parsed[15]["inputs"]["number"], int)
-    assert parsed[1]["inputs"]["number"] == 0.0 and isinstance(parsed[1]["inputs"]["number"], float)
+    parsed = json.loads(_same_lines(records, _binary(scores[:len(records)])))["records"]
+    assert [p["text"] for p in parsed] == [r["text"] for r in records]
+    assert parsed[15]["number"] == 2**64 + 1 and isinstance(parsed[15]["number"], int)  # via the reference
+    assert parsed[1]["number"] == 0.0 and isinstance(parsed[1]["number"], float)
 
 
 def test_fast_encoder_on_a_large_batch_with_a_few_odd_records(fixed_clock: None) -> None:
@@ -159,19 +160,20 @@ def test_fast_encoder_on_a_large_batch_with_a_few_odd_records(fixed_clock: None)
     records[17]["category"] = "ünïcode"
     records[512]["amount"] = 4e-05
     records[999]["id"] = "},{"
-    _same_lines(records, _binary(list(np.random.default_rng(0).random(1000) ** 6)))
+    line = _same_lines(records, _binary(list(np.random.default_rng(0).random(1000) ** 6)))
+    assert line.count(b'"request_id"') == 1  # the head once per request, not per record
 
 
 def test_fast_lines_are_written_by_orjson_and_duckdb_reads_their_utf8(tmp_path: Path, fixed_clock: None) -> None:
     records = [{"id": f"t{i}", "text": text, "amount": 1e-05 * i} for i, text in enumerate(["é", "😀", "\u2028", "plain"])]
-    lines = _same_lines(records, _binary([0.1, 0.2, 0.7, 3e-05]))
-    assert b'"record_index":1,"inputs":{"id":"t1","text":"\xf0\x9f\x98\x80"' in lines  # compact, UTF-8: the fast path
+    line = _same_lines(records, _binary([0.1, 0.2, 0.7, 3e-05]))
+    assert b'"records":[{"id":"t0","text":"\xc3\xa9"' in line  # compact, UTF-8: the fast path
     log = PredictionLog(PredictionLogOptions(directory=tmp_path, fsync_interval_s=0))
-    log.append(lines)
+    log.append(line)
     log.close()
-    rows = duckdb.sql(f"select record_index, inputs.text, inputs.amount, score from read_json('{tmp_path}/*.jsonl', "
-                      "format = 'newline_delimited') order by record_index").fetchall()
-    assert rows == [(i, r["text"], r["amount"], s) for i, (r, s) in enumerate(zip(records, [0.1, 0.2, 0.7, 3e-05]))]
+    rows = duckdb.sql(f"select unnest(records).text, unnest(records).amount, unnest(predictions).score "
+                      f"from read_json('{tmp_path}/*.jsonl', format = 'newline_delimited')").fetchall()
+    assert rows == [(r["text"], r["amount"], s) for r, s in zip(records, [0.1, 0.2, 0.7, 3e-05])]
 
 
 def test_fast_encoder_writes_float32_scores_near_1e_4_as_the_reference(fixed_clock: None) -> None:
@@ -188,6 +190,8 @@ def test_fast_encoder_refuses_a_non_finite_score_like_the_reference(fixed_clock:
         log_lines("r", "m", [{"a": 1}], _binary([float("nan")]).to_records())
     with pytest.raises(ValueError):
         encode_log_lines("r", "m", [{"a": 1}], _binary([float("nan")]))
+    with pytest.raises(ValueError, match="2 records but 1 predictions"):
+        encode_log_lines("r", "m", [{"a": 1}, {"a": 2}], _binary([0.5]))
 
 
 def test_fast_encoder_for_multiclass_and_regression_outputs(fixed_clock: None) -> None:

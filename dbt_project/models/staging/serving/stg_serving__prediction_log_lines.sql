@@ -1,5 +1,6 @@
-{#- Every non-empty line of every prediction log file, parsed; a line that is not a complete
-    prediction record is kept and flagged (malformed_reason), never dropped. -#}
+{#- Every record of every non-empty line of every prediction log file (a line is one request:
+    its records and their predictions), parsed; a line or record that is not a complete
+    prediction is kept and flagged (malformed_reason), never dropped. -#}
 {%- set fields = prediction_log_input_fields() -%}
 {%- set logs = source('serving', 'prediction_logs') -%}
 
@@ -32,29 +33,60 @@ lines as (
     select
         log_file,
         line_number,
-        line,
         case when json_valid(line) then cast(line as json) end as doc
     from numbered
     where trim(line) <> ''
+),
+
+requests as (
+    select
+        log_file,
+        line_number,
+        doc is not null as is_json,
+        doc->>'request_id' as request_id,
+        try_cast(replace(doc->>'logged_at', 'Z', '') as timestamp) as logged_at,
+        doc->>'model_id' as model_id,
+        coalesce(json_type(doc->'records') = 'ARRAY', false) as has_records,
+        coalesce(json_type(doc->'predictions') = 'ARRAY', false) as has_predictions,
+        case when has_records then json_extract(doc, '$.records[*]') else []::json[] end as records,
+        case when has_predictions then json_extract(doc, '$.predictions[*]') else []::json[] end as predictions
+    from lines
+),
+
+-- One row per logged record, its prediction beside it (unnests in one select run in step; the
+-- shorter list is padded with nulls). A line without records still gives one row, to be flagged.
+logged_records as (
+    select
+        requests.* exclude (records, predictions),
+        len(records) as count_records,
+        len(predictions) as count_predictions,
+        unnest(range(greatest(len(records), len(predictions), 1))) as record_index,
+        unnest(records) as record,
+        unnest(predictions) as prediction
+    from requests
 ),
 
 parsed as (
     select
         log_file,
         line_number,
-        doc is not null as is_json,
-        doc->>'request_id' as request_id,
-        try_cast(doc->>'record_index' as bigint) as record_index,
-        try_cast(replace(doc->>'logged_at', 'Z', '') as timestamp) as logged_at,
-        doc->>'model_id' as model_id,
-        try_cast(doc->>'score' as double) as score,
-        try_cast(doc->>'label' as integer) as label,
-        json_type(doc->'inputs') = 'OBJECT' as has_inputs,
+        is_json,
+        request_id,
+        record_index,
+        logged_at,
+        model_id,
+        has_records,
+        has_predictions,
+        count_records,
+        count_predictions,
+        coalesce(json_type(record) = 'OBJECT', false) as has_inputs,
+        try_cast(prediction->>'score' as double) as score,
+        try_cast(prediction->>'label' as integer) as label,
         {%- for name, type in fields.items() %}
-        doc->'inputs'->>'{{ name }}' as {{ name }}_text,
-        try_cast(doc->'inputs'->>'{{ name }}' as {{ type }}) as {{ name }}{{ "," if not loop.last }}
+        record->>'{{ name }}' as {{ name }}_text,
+        try_cast(record->>'{{ name }}' as {{ type }}) as {{ name }}{{ "," if not loop.last }}
         {%- endfor %}
-    from lines
+    from logged_records
 ),
 
 final as (
@@ -64,16 +96,20 @@ final as (
         case
             when not is_json then 'not valid JSON'
             when request_id is null then 'request_id missing'
-            when record_index is null then 'record_index missing or not an integer'
             when logged_at is null then 'logged_at missing or not a timestamp'
             when model_id is null then 'model_id missing'
-            when score is null then 'score missing or not a number'
-            when not coalesce(has_inputs, false) then 'inputs missing or not an object'
+            when not has_records then 'records missing or not an array'
+            when not has_predictions then 'predictions missing or not an array'
+            when count_records = 0 then 'records is empty'
+            when count_records <> count_predictions
+                then count_records || ' records but ' || count_predictions || ' predictions'
+            when not has_inputs then 'records[' || record_index || '] is not an object'
+            when score is null then 'predictions[' || record_index || '].score missing or not a number'
             {%- for name, type in fields.items() %}
-            when {{ name }}_text is not null and {{ name }} is null then 'inputs.{{ name }} is not a {{ type }}'
+            when {{ name }}_text is not null and {{ name }} is null then 'records[' || record_index || '].{{ name }} is not a {{ type }}'
             {%- endfor %}
-            when txn_id is null then 'inputs.txn_id missing'
-            when txn_ts is null then 'inputs.txn_ts missing'
+            when txn_id is null then 'records[' || record_index || '].txn_id missing'
+            when txn_ts is null then 'records[' || record_index || '].txn_ts missing'
         end as malformed_reason,
         malformed_reason is not null as is_malformed,
         request_id,
