@@ -90,25 +90,28 @@ def _orjson_default(value: Any) -> Any:
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
-def encode_log_lines(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
-                     predictions: Predictions) -> bytes:
-    """The line ``log_lines(request_id, model_id, records, predictions.to_records())`` writes, as the
-    same JSON values (keys in the same order, ints stay ints): orjson writes the records in one
-    call and ``predictions`` is ``Predictions.to_json``, the array the answer carries.
+def records_json(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """The records as one JSON array, as the log writes them: by orjson in one call, or by the
+    standard library (as ``log_lines``) for what orjson refuses, such as an integer past 64 bits."""
+    try:
+        return orjson.dumps(records, default=_orjson_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return json.dumps(list(records), ensure_ascii=True, allow_nan=False, default=str,
+                          separators=(",", ":")).encode()
+
+
+def encode_log_lines(request_id: str, model_id: str, records: bytes, predictions: Predictions) -> bytes:
+    """The line ``log_lines(request_id, model_id, <records>, predictions.to_records())`` writes, as
+    the same JSON values (keys in the same order, ints stay ints), from the records already
+    encoded as a JSON array (``records_json``, or the server's body decoder) and the predictions
+    as ``Predictions.to_json`` writes them, the array the answer carries.
 
     The spelling differs from the reference's only where JSON allows (no spaces, non-ASCII text
-    as UTF-8, ``1e-5`` for ``1e-05``). A non-finite score raises ``ValueError`` as ``log_lines``
-    does; records with anything orjson refuses (an integer past 64 bits) go to ``log_lines``.
+    as UTF-8, ``1e-5`` for ``1e-05``). A non-finite score raises ``ValueError`` as ``log_lines`` does.
     """
-    if len(records) != len(predictions.scores):
-        raise ValueError(f"{len(records)} records but {len(predictions.scores)} predictions")
     outputs = predictions.to_json()  # raises on a non-finite score
-    try:
-        inputs = orjson.dumps(records, default=_orjson_default, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        return log_lines(request_id, model_id, records, predictions.to_records())
     head = orjson.dumps({"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id})[:-1]
-    return b"".join((head, b',"records":', inputs, b',"predictions":', outputs, b"}\n"))
+    return b"".join((head, b',"records":', records, b',"predictions":', outputs, b"}\n"))
 
 
 def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:

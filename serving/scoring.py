@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +34,8 @@ class PredictionLogFailed(OSError):
 @dataclass
 class _Job:
     request: pa.Table
-    records: Sequence[Mapping[str, Any]]
+    records: bytes
+    """The request's records as a JSON array, as the prediction log writes them."""
     request_id: str
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Predictions] | None
@@ -82,8 +81,9 @@ class BatchingScorer:
         for t in self._threads:
             t.join(timeout=30)
 
-    async def score(self, request: pa.Table, records: Sequence[Mapping[str, Any]], request_id: str) -> Predictions:
-        """Score and log one validated request; raises what scoring or logging raised."""
+    async def score(self, request: pa.Table, records: bytes, request_id: str) -> Predictions:
+        """Score and log one validated request (``records``: its records as a JSON array, see
+        ``serving.prediction_log.records_json``); raises what scoring or logging raised."""
         loop = asyncio.get_running_loop()
         if not self._threads:  # scored here, in the event loop: no hand-off between threads
             result = self._outcomes([_Job(request, records, request_id, loop, None)])[0]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,9 +33,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.bundle import InputField
 from serving.errors import BundleError, InputValidationError, RegistryError
 from serving.metrics import CONTENT_TYPE, ServerMetrics
-from serving.prediction_log import PredictionLog, PredictionLogOptions
+from serving.prediction_log import PredictionLog, PredictionLogOptions, records_json
 from serving.registry import resolve_bundle_path
 from serving.reload import ChampionWatcher, ModelHolder, load_warm
+from serving.schema import BatchBodyDecoder
 from serving.scoring import BatchingScorer
 from serving.workers import MetricsExchange
 
@@ -262,6 +264,18 @@ def _records_of(body: Any) -> tuple[list[Any], bool] | tuple[int, bytes, list[tu
     return records, False
 
 
+@dataclass(frozen=True)
+class _Validated:
+    """A /predict body that passed validation."""
+
+    table: pa.Table
+    """The request table (``serving.schema``)."""
+    records: bytes
+    """The records as a JSON array, for the prediction log."""
+    single: bool
+    """The body was one record (answered as one object), not a batch."""
+
+
 Answer = Callable[[bytes | None, str], Awaitable[tuple[int, bytes, list[tuple[bytes, bytes]]]]]
 
 
@@ -376,11 +390,13 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
         peers = exchange.peers() if exchange is not None else []
         return Response(metrics.render(holder.current.snapshot_age_seconds(), peers), media_type=CONTENT_TYPE)
 
-    async def answer(raw: bytes | None, given_request_id: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        """Status, JSON body and extra headers for a /predict body (None: over the size limit)."""
-        if raw is None:
-            metrics.count_error("body_too_large")
-            return _error_bytes(413, f"request body is over the {settings.max_body_bytes} byte limit; send smaller batches")
+    batch_decoder = BatchBodyDecoder(schema)  # hot reload keeps the input schema, so one decoder serves
+
+    def validated(raw: bytes) -> _Validated | tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The request a /predict body holds, or the 4xx answer naming what is wrong with it."""
+        fast = batch_decoder.decode(raw, settings.max_records)
+        if fast is not None:  # a plainly valid batch, read in one pass
+            return _Validated(*fast, single=False)
         try:
             body = parse_json(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints; deep nesting
@@ -399,10 +415,20 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
         except InputValidationError as exc:
             metrics.count_error("invalid_input")
             return _error_bytes(422, str(exc), [p.__dict__ for p in exc.problems])
+        return _Validated(table, records_json(records), single)
+
+    async def answer(raw: bytes | None, given_request_id: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Status, JSON body and extra headers for a /predict body (None: over the size limit)."""
+        if raw is None:
+            metrics.count_error("body_too_large")
+            return _error_bytes(413, f"request body is over the {settings.max_body_bytes} byte limit; send smaller batches")
+        request = validated(raw)
+        if not isinstance(request, _Validated):
+            return request
         request_id = given_request_id if _REQUEST_ID.fullmatch(given_request_id) else uuid.uuid4().hex
-        result = await state["scorer"].score(table, records, request_id)
+        result = await state["scorer"].score(request.table, request.records, request_id)
         payload: dict[str, Any] = {"model_id": result.model_id, "request_id": request_id}
-        if single:
+        if request.single:
             payload.update(result.to_records()[0])
         else:
             payload["predictions"] = orjson.Fragment(result.to_json())

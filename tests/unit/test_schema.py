@@ -189,3 +189,110 @@ def test_timestamps_past_year_9999_once_in_utc_are_named() -> None:
     one = _outcome(rows[:1])
     assert one[0][:2] == (0, "at") and "out of range" in one[0][2]
     assert _outcome(rows) == [(i, "at", one[0][2]) for i in range(20)]
+
+
+# --- the server's batch body decoder: only ever the general path's answer, faster ------------------
+
+def _general_path(raw: bytes, max_records: int) -> tuple[pa.Table, list] | None:
+    """What the server does without the decoder: parse, unwrap the batch, validate."""
+    from serving.server import parse_json
+
+    try:
+        body = parse_json(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not (isinstance(body, dict) and list(body) == ["records"] and isinstance(body["records"], list)):
+        return None
+    if len(body["records"]) > max_records:
+        return None
+    try:
+        return records_to_table(body["records"], FIELDS), body["records"]
+    except InputValidationError:
+        return None
+
+
+def _typed(value: object) -> object:
+    """A JSON value with each number's type kept (1 and 1.0 differ); object keys in any order."""
+    if isinstance(value, dict):
+        return sorted((k, _typed(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, repr(value))
+
+
+def _agrees_with_the_general_path(raw: bytes, max_records: int = 10_000) -> bool:
+    """The decoder's table and logged records, when it decodes, are the general path's; returns
+    whether it decoded."""
+    import json
+
+    from serving.schema import BatchBodyDecoder
+
+    fast = BatchBodyDecoder(FIELDS).decode(raw, max_records)
+    if fast is None:
+        return False
+    general = _general_path(raw, max_records)
+    assert general is not None, raw
+    table, records = general
+    assert fast[0].equals(table.combine_chunks()), raw
+    assert _typed(json.loads(fast[1])) == _typed(records), raw
+    return True
+
+
+def _body(rows: list, *, indent: int | None = None, ensure_ascii: bool = True) -> bytes:
+    import json
+
+    return json.dumps({"records": rows}, indent=indent, ensure_ascii=ensure_ascii).encode()
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records | json_values, max_size=4), st.sampled_from([None, 2]), st.booleans())
+def test_the_body_decoder_gives_the_general_paths_table_or_nothing(batch: list, indent: int | None, ascii_only: bool) -> None:
+    try:
+        raw = _body(batch, indent=indent, ensure_ascii=ascii_only)
+    except ValueError:  # out-of-range floats that json.dumps refuses
+        return
+    _agrees_with_the_general_path(raw)
+
+
+def test_the_body_decoder_takes_plain_batches_and_leaves_the_rest_to_the_general_path() -> None:
+    rows = [{**GOOD, "amount": i + 0.5 if i % 3 else i, "count": None if i % 2 else i, "at": f"2026-03-29T01:{i % 60:02d}:00"}
+            for i in range(50)]
+    assert _agrees_with_the_general_path(_body(rows))
+    assert _agrees_with_the_general_path(_body(rows, indent=2))  # newlines between tokens
+    assert _agrees_with_the_general_path(_body([{**GOOD, "id": "é😀\u2028"}], ensure_ascii=False))
+    good = _body([GOOD]).decode()
+    declined = [
+        _body([]), _body(rows, indent=None)[:-1], good.replace('"records"', '"records": [], "x"'),
+        good.replace('"amount": 3', '"amount": true'), good.replace('"amount": 3', '"amount": NaN'),
+        good.replace('"amount": 3', '"amount": 1e999'), good.replace('"amount": 3', '"amount": 123456789012345678901234'),
+        good.replace('"id": "a"', '"id": "a\\u0000b"'), good.replace('"id": "a"', '"id": "\\ud800"'),
+        good.replace('"id": "a"', '"id": null'), good.replace('"id": "a", ', ''), good.replace('"id": "a"', '"id": "a", "x": 1'),
+        good.replace('"count": 2', '"count": 2.0'), good.replace('"count": 2', '"count": 9223372036854775808'),
+        good.replace('"at": "2026-03-29T01:30:00Z"', '"at": "2026-03-29"'), "\ufeff" + good, '{"records": [1]}',
+    ]
+    for raw in declined:
+        assert not _agrees_with_the_general_path(raw.encode() if isinstance(raw, str) else raw), raw
+    assert not _agrees_with_the_general_path(_body(rows), max_records=49)  # over the limit: the 413 is the general path's
+    # A repeated key counts once, its last value, as every JSON parser here reads it.
+    assert _agrees_with_the_general_path(good.replace('"id": "a"', '"id": "z", "id": "a"').encode())
+
+
+valid_records = st.fixed_dictionaries({
+    "id": st.text(), "amount": st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53), 2**53),
+    "count": st.none() | st.integers(-(2**63), 2**63 - 1), "flag": st.none() | st.booleans(),
+    "at": st.datetimes(timezones=st.none() | st.timezones()).map(dt.datetime.isoformat),
+})
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(valid_records, min_size=1, max_size=30), st.booleans())
+def test_the_body_decoder_reads_any_plainly_valid_batch(rows: list, ascii_only: bool) -> None:
+    raw = _body(rows, ensure_ascii=ascii_only)
+    decoded = _agrees_with_the_general_path(raw)
+    stamps = [dt.datetime.fromisoformat(r["at"]) for r in rows]
+    # Left to the general path by design: NUL, a column mixing zoned and naive timestamps, zone
+    # offsets with seconds, and the edge years (past 9999 or before 1 once in UTC, which it names).
+    plain = (_general_path(raw, 10_000) is not None and not any("\0" in r["id"] for r in rows)
+             and len({s.tzinfo is None for s in stamps}) == 1 and not any(s.year in (1, 9999) for s in stamps)
+             and all(s.utcoffset() is None or s.utcoffset() % dt.timedelta(minutes=1) == dt.timedelta(0) for s in stamps))
+    assert decoded or not plain, raw
