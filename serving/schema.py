@@ -375,7 +375,7 @@ class BatchBodyDecoder:
         self._fields = tuple(fields)
         record = msgspec.defstruct("Record", [(f.name, _DECODED_TYPES[f.type] | None if f.nullable
                                                else _DECODED_TYPES[f.type]) for f in self._fields],
-                                   forbid_unknown_fields=True)
+                                   forbid_unknown_fields=True, gc=False)  # scalars only: nothing to collect
         batch = msgspec.defstruct("Batch", [("records", list[record])], forbid_unknown_fields=True)
         self._decoder = msgspec.json.Decoder(batch)
         self._encoder = msgspec.json.Encoder()
