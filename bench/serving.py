@@ -122,8 +122,9 @@ def wrk(url: str, body: bytes, connections: int, seconds: int, work: Path) -> di
             "non2xx": float(errors.group(1)) if errors else 0.0}
 
 
-def over_http(registry: Path, records: list[dict], seconds: int, work: Path,
+def over_http(registry: Path, records: list[dict], seconds: int, work: Path, raw_batch: str,
               path: str = "auto", workers: int = 1, scoring_threads: int = 2) -> list[tuple[str, str, str]]:
+    """``raw_batch``: raw onnxruntime's 1,000-row figure from this run, shown beside the HTTP batches."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "serving", "--registry", str(registry), "--host", "127.0.0.1",
                                "--port", str(port), "--prediction-logs", str(work / "logs"), "--path", path,
@@ -146,7 +147,7 @@ def over_http(registry: Path, records: list[dict], seconds: int, work: Path,
         batch_connections = 4 * workers
         r = wrk(url, json.dumps({"records": records[:1000]}).encode(), batch_connections, seconds, work)
         rows.append((f"HTTP 1,000-record batches, concurrency {batch_connections}",
-                     f"{r['rps'] * 1000:,.0f} rows/s (p50 {r['p50']:.1f} ms)", ""))
+                     f"{r['rps'] * 1000:,.0f} rows/s (p50 {r['p50']:.1f} ms)", raw_batch))
         return rows
     finally:
         server.terminate()
@@ -325,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     predictor.close()  # the servers below are their own processes; keep the cores for them
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_http:
-            rows += over_http(args.registry, records, args.seconds, Path(tmp), args.path, args.workers,
-                              args.scoring_threads)
+            raw_batch = next(raw for name, _, raw in rows if name.startswith("in-process 1,000-record batch (Arrow)"))
+            rows += over_http(args.registry, records, args.seconds, Path(tmp), f"{raw_batch} (one core)", args.path,
+                              args.workers, args.scoring_threads)
         if args.mlflow:
             rows += mlflow_peer(args.config, Predictor.load(args.registry), matrix, our_score, args.seconds, Path(tmp))
     width = max(len(r[0]) for r in rows)
