@@ -82,11 +82,11 @@ def log_lines(request_id: str, model_id: str, records: Sequence[Mapping[str, Any
 
 
 def _orjson_default(value: Any) -> Any:
-    raise TypeError  # anything orjson does not write natively goes to the reference encoder
+    raise TypeError  # anything orjson does not write natively goes to the standard library
 
 
 # Datetimes, str subclasses and dataclasses are written by orjson its own way; passed to the
-# default above, which refuses them, they send the request to the reference encoder instead.
+# default above, which refuses them, they send the records to the standard library instead.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
 
 

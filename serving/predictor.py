@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +60,12 @@ class Predictions:
 
     def to_json(self) -> bytes:
         """``to_records()`` as a JSON array; binary outputs are written from their arrays in one join,
-        with no dict per record. Raises ``ValueError`` on a non-finite score, as JSON has none."""
+        with no dict per record. Raises ``ValueError`` on a non-finite score, as JSON has none.
+        Written once: the prediction log and the answer both carry it."""
+        return self._json
+
+    @functools.cached_property
+    def _json(self) -> bytes:
         if not np.isfinite(self.scores).all():
             raise ValueError("a score is NaN or infinite, which JSON cannot carry")
         n = len(self.scores)
