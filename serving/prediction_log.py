@@ -116,12 +116,16 @@ def encode_log_lines(request_id: str, model_id: str, records: bytes, predictions
 
 def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
     """Every logged prediction in ``paths`` (log files, in order), one dict per scored record:
-    request_id, logged_at, model_id, record_index, inputs, then the outputs (``score``, ``label``...)."""
+    request_id, logged_at, model_id, record_index, inputs, then the outputs (``score``, ``label``...).
+    Lines of the earlier one-record format are that dict already."""
     for path in paths:
         for line in path.read_bytes().splitlines():
             if not line.strip():
                 continue
             request = orjson.loads(line)
+            if "records" not in request and "inputs" in request:
+                yield request
+                continue
             head = {k: request[k] for k in ("request_id", "logged_at", "model_id")}
             for i, (inputs, output) in enumerate(zip(request["records"], request["predictions"], strict=True)):
                 yield {**head, "record_index": i, "inputs": inputs, **output}

@@ -29,10 +29,12 @@ def test_a_line_carries_request_time_model_inputs_and_scores(tmp_path: Path) -> 
     assert line["request_id"] == "r1" and line["model_id"] == "m" * 64 and line["logged_at"].endswith("Z")
     assert [r["id"] for r in line["records"]] == ["t0", "t1"]
     assert line["predictions"] == [{"score": 0.0, "label": 0}, {"score": 0.1, "label": 1}]
-    (tmp_path / "predictions-1.jsonl").write_bytes(_lines(2) + b"\n" + _lines(1, "r2"))
+    earlier = {"request_id": "r0", "logged_at": "2026-01-01T00:00:00Z", "model_id": "m", "record_index": 3,
+               "inputs": {"id": "t9"}, "score": 0.5, "label": 1}  # a line of the one-record format
+    (tmp_path / "predictions-1.jsonl").write_bytes(json.dumps(earlier).encode() + b"\n" + _lines(2) + b"\n" + _lines(1, "r2"))
     read = list(logged_predictions(sorted(tmp_path.glob("*.jsonl"))))
     assert [(p["request_id"], p["record_index"], p["inputs"]["id"], p["score"]) for p in read] == \
-        [("r1", 0, "t0", 0.0), ("r1", 1, "t1", 0.1), ("r2", 0, "t0", 0.0)]
+        [("r0", 3, "t9", 0.5), ("r1", 0, "t0", 0.0), ("r1", 1, "t1", 0.1), ("r2", 0, "t0", 0.0)]
 
 
 def test_files_rotate_by_size_without_splitting_lines_and_dbt_duckdb_can_read_them(tmp_path: Path) -> None:

@@ -46,10 +46,22 @@ requests as (
         doc->>'request_id' as request_id,
         try_cast(replace(doc->>'logged_at', 'Z', '') as timestamp) as logged_at,
         doc->>'model_id' as model_id,
-        coalesce(json_type(doc->'records') = 'ARRAY', false) as has_records,
-        coalesce(json_type(doc->'predictions') = 'ARRAY', false) as has_predictions,
-        case when has_records then json_extract(doc, '$.records[*]') else []::json[] end as records,
-        case when has_predictions then json_extract(doc, '$.predictions[*]') else []::json[] end as predictions
+        -- Servers before the request lines wrote one line per record (its record_index, inputs,
+        -- score and label at the top level); such a line reads as a request of one record.
+        json_type(doc->'records') is null and json_type(doc->'inputs') = 'OBJECT' as is_record_line,
+        coalesce(json_type(doc->'records') = 'ARRAY', false) or is_record_line as has_records,
+        coalesce(json_type(doc->'predictions') = 'ARRAY', false) or is_record_line as has_predictions,
+        case
+            when is_record_line then [doc->'inputs']
+            when has_records then json_extract(doc, '$.records[*]')
+            else []::json[]
+        end as records,
+        case
+            when is_record_line then [json_object('score', doc->'score', 'label', doc->'label')]
+            when has_predictions then json_extract(doc, '$.predictions[*]')
+            else []::json[]
+        end as predictions,
+        case when is_record_line then try_cast(doc->>'record_index' as bigint) end as line_record_index
     from lines
 ),
 
@@ -57,10 +69,11 @@ requests as (
 -- shorter list is padded with nulls). A line without records still gives one row, to be flagged.
 logged_records as (
     select
-        requests.* exclude (records, predictions),
+        requests.* exclude (records, predictions, line_record_index),
         len(records) as count_records,
         len(predictions) as count_predictions,
-        unnest(range(greatest(len(records), len(predictions), 1))) as record_index,
+        unnest(range(greatest(len(records), len(predictions), 1))) as position,
+        case when is_record_line then line_record_index else position end as record_index,
         unnest(records) as record,
         unnest(predictions) as prediction
     from requests
@@ -75,6 +88,7 @@ parsed as (
         record_index,
         logged_at,
         model_id,
+        is_record_line,
         has_records,
         has_predictions,
         count_records,
@@ -98,6 +112,7 @@ final as (
             when request_id is null then 'request_id missing'
             when logged_at is null then 'logged_at missing or not a timestamp'
             when model_id is null then 'model_id missing'
+            when is_record_line and record_index is null then 'record_index missing or not an integer'
             when not has_records then 'records missing or not an array'
             when not has_predictions then 'predictions missing or not an array'
             when count_records = 0 then 'records is empty'
