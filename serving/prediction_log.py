@@ -117,7 +117,9 @@ def encode_log_lines(request_id: str, model_id: str, records: bytes, predictions
 def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
     """Every logged prediction in ``paths`` (log files, in order), one dict per scored record:
     request_id, logged_at, model_id, record_index, inputs, then the outputs (``score``, ``label``...).
-    Lines of the earlier one-record format are that dict already."""
+    Lines of the earlier one-record format are that dict already. A line that is not a logged
+    request raises (orjson's error, or ``KeyError``/``ValueError`` naming what is missing);
+    dbt's staging keeps and flags such lines instead."""
     for path in paths:
         for line in path.read_bytes().splitlines():
             if not line.strip():
