@@ -14,7 +14,7 @@ Durability policy:
 
 Files are ``predictions-<UTC start>-<pid>-<seq>.jsonl`` and rotate when they pass
 ``max_file_bytes`` or are older than ``max_file_age_s``; a line is never split across files.
-Each line is one request, its records and their predictions (see ``log_lines``), as model
+Each line is one request, its records and their predictions (see ``log_line``), as model
 servers' payload logs keep them: the head once per request rather than once per record, which
 halves the bytes written for a batch. ``logged_predictions`` reads them back one record at a time,
 and dbt's staging unnests them likewise.
@@ -66,19 +66,24 @@ def _logged_at() -> str:
     return _utc_now().isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def log_lines(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
+def log_line(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
               outputs: Sequence[Mapping[str, Any]]) -> bytes:
     """One JSON line for the request: ``request_id``, ``logged_at``, ``model_id``, ``records`` (the
     raw fields exactly as received, timestamps as strings, so monitoring sees what clients sent)
     and ``predictions`` (the model's outputs, record for record: ``score`` and ``label`` for
     binary models; ``label`` and ``probabilities`` for multiclass; ``prediction`` for regression).
 
-    This is the reference encoder (the standard library's); ``encode_log_lines`` writes the same
+    This is the reference encoder (the standard library's); ``encode_log_line`` writes the same
     values faster. A non-finite output raises ``ValueError``: JSON has no NaN.
     """
     line = {"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id,
             "records": list(records), "predictions": list(outputs)}
-    return json.dumps(line, ensure_ascii=True, allow_nan=False, default=str, separators=(",", ":")).encode() + b"\n"
+    return _stdlib_json(line) + b"\n"
+
+
+def _stdlib_json(value: Any) -> bytes:
+    """The reference spelling: compact, ASCII, no NaN; what JSON cannot hold is written by ``str``."""
+    return json.dumps(value, ensure_ascii=True, allow_nan=False, default=str, separators=(",", ":")).encode()
 
 
 def _orjson_default(value: Any) -> Any:
@@ -92,22 +97,21 @@ _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCL
 
 def records_json(records: Sequence[Mapping[str, Any]]) -> bytes:
     """The records as one JSON array, as the log writes them: by orjson in one call, or by the
-    standard library (as ``log_lines``) for what orjson refuses, such as an integer past 64 bits."""
+    standard library (as ``log_line``) for what orjson refuses, such as an integer past 64 bits."""
     try:
         return orjson.dumps(records, default=_orjson_default, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:
-        return json.dumps(list(records), ensure_ascii=True, allow_nan=False, default=str,
-                          separators=(",", ":")).encode()
+        return _stdlib_json(list(records))
 
 
-def encode_log_lines(request_id: str, model_id: str, records: bytes, predictions: Predictions) -> bytes:
-    """The line ``log_lines(request_id, model_id, <records>, predictions.to_records())`` writes, as
+def encode_log_line(request_id: str, model_id: str, records: bytes, predictions: Predictions) -> bytes:
+    """The line ``log_line(request_id, model_id, <records>, predictions.to_records())`` writes, as
     the same JSON values (keys in the same order, ints stay ints), from the records already
     encoded as a JSON array (``records_json``, or the server's body decoder) and the predictions
     as ``Predictions.to_json`` writes them, the array the answer carries.
 
     The spelling differs from the reference's only where JSON allows (no spaces, non-ASCII text
-    as UTF-8, ``1e-5`` for ``1e-05``). A non-finite score raises ``ValueError`` as ``log_lines`` does.
+    as UTF-8, ``1e-5`` for ``1e-05``). A non-finite score raises ``ValueError`` as ``log_line`` does.
     """
     outputs = predictions.to_json()  # raises on a non-finite score
     head = orjson.dumps({"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id})[:-1]

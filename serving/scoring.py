@@ -4,7 +4,7 @@ Running the feature SQL has a fixed cost per query (parse, plan, a pipeline per 
 much larger than the per-row cost, so under concurrency the requests that queued while a worker
 was busy are scored together in one query. A lone request is scored at once (no waiting for
 company), so merging adds no latency at low load. DuckDB and ONNX Runtime release the GIL, so
-two workers use two cores. Every request's log lines are written before its answer is released.
+two workers use two cores. Every request's log line is written before its answer is released.
 
 With no threads, a request is scored in the event loop that read it: no hand-off between threads
 for Python's lock, one request at a time. That suits one server process per core (``--workers``).
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from serving.metrics import ServerMetrics
-from serving.prediction_log import PredictionLog, encode_log_lines
+from serving.prediction_log import PredictionLog, encode_log_line
 from serving.predictor import Predictions
 from serving.reload import ModelHolder
 from serving.schema import ROW_ID
@@ -133,7 +133,7 @@ class BatchingScorer:
         for job in jobs:
             end = start + job.request.num_rows
             results.append(part := scored.slice(start, end))
-            lines.append(encode_log_lines(job.request_id, scored.model_id, job.records, part))
+            lines.append(encode_log_line(job.request_id, scored.model_id, job.records, part))
             start = end
         try:
             self._log.append(b"".join(lines))

@@ -13,14 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import serving.prediction_log as prediction_log
-from serving.prediction_log import (PredictionLog, PredictionLogOptions, encode_log_lines, log_lines, logged_predictions,
+from serving.prediction_log import (PredictionLog, PredictionLogOptions, encode_log_line, log_line, logged_predictions,
                                     records_json)
 from serving.predictor import Predictions
 
 
 def _lines(n: int, request_id: str = "r1") -> bytes:
     records = [{"id": f"t{i}", "amount": float(i), "at": "2026-01-01T00:00:00Z"} for i in range(n)]
-    return log_lines(request_id, "m" * 64, records, [{"score": i / 10, "label": i % 2} for i in range(n)])
+    return log_line(request_id, "m" * 64, records, [{"score": i / 10, "label": i % 2} for i in range(n)])
 
 
 def test_a_line_carries_request_time_model_inputs_and_scores(tmp_path: Path) -> None:
@@ -139,8 +139,8 @@ def _typed(value: Any) -> Any:
 
 def _same_lines(records: list[dict], predictions: Predictions, request_id: str = "req-1") -> bytes:
     """The fast line, after checking it holds the reference's values."""
-    expected = log_lines(request_id, predictions.model_id, records, predictions.to_records())
-    fast = encode_log_lines(request_id, predictions.model_id, records_json(records), predictions)
+    expected = log_line(request_id, predictions.model_id, records, predictions.to_records())
+    fast = encode_log_line(request_id, predictions.model_id, records_json(records), predictions)
     assert fast.endswith(b"\n") and fast.count(b"\n") == 1
     assert _typed(json.loads(fast)) == _typed(json.loads(expected))
     return fast
@@ -190,9 +190,9 @@ def test_fast_encoder_writes_float32_scores_near_1e_4_as_the_reference(fixed_clo
 
 def test_fast_encoder_refuses_a_non_finite_score_like_the_reference(fixed_clock: None) -> None:
     with pytest.raises(ValueError):
-        log_lines("r", "m", [{"a": 1}], _binary([float("nan")]).to_records())
+        log_line("r", "m", [{"a": 1}], _binary([float("nan")]).to_records())
     with pytest.raises(ValueError):
-        encode_log_lines("r", "m", records_json([{"a": 1}]), _binary([float("nan")]))
+        encode_log_line("r", "m", records_json([{"a": 1}]), _binary([float("nan")]))
 
 
 def test_fast_encoder_for_multiclass_and_regression_outputs(fixed_clock: None) -> None:
