@@ -47,8 +47,7 @@ from serving.fused import encode_inputs  # noqa: E402
 from serving.registry import resolve_bundle_path  # noqa: E402
 from serving.schema import arrow_to_request_table  # noqa: E402
 
-_ONNX_TYPES = {"string": TensorProto.STRING, "double": TensorProto.DOUBLE, "timestamp": TensorProto.DOUBLE,
-               "integer": TensorProto.INT64, "boolean": TensorProto.BOOL}
+from training.fused.compiler import ONNX_TYPES as _ONNX_TYPES  # noqa: E402 (the fused graph's input types)
 
 
 def p50(run: Callable[[], object], repeat: int) -> float:

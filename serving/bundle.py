@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 from serving.errors import BundleError
 from serving.onnx_scan import check_no_external_data
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: fused.onnx takes timestamps as int64 microseconds and returns an "unsure" mask."""
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
 SQL_FILE = "serving.sql"

@@ -1,9 +1,14 @@
 """Run a fused model: one ONNX graph that computes the features from raw fields and scores them.
 
 The graph (compiled from the bundle's feature SQL by ``training.fused``) takes one input per raw
-field it uses. SQL NULL travels in-band: NaN for doubles and timestamps (seconds since the
-epoch), ``INT64_NULL`` for integers and ``STRING_NULL`` for strings, which request validation
-guarantees no real value can be. Any ONNX Runtime can run the same file with the same encoding.
+field it uses. SQL NULL travels in-band: NaN for doubles, ``INT64_NULL`` for integers and
+timestamps (int64 microseconds since 1970-01-01, UTC) and ``STRING_NULL`` for strings, which
+request validation guarantees no real value can be. Any ONNX Runtime can run the same file with
+the same encoding.
+
+Besides the model's outputs and the feature vector, the graph returns an ``unsure`` mask: rows
+where it cannot give DuckDB's answer (DuckDB would raise an error there, or a number is past
+what float64 holds exactly). The Predictor scores those rows on the SQL path.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from serving.bundle import InputField
 INT64_NULL = np.iinfo(np.int64).min
 STRING_NULL = "\0"
 FEATURES_OUTPUT = "features"
+UNSURE_OUTPUT = "unsure"
 
 
 SMALL_REQUEST_ROWS = 32
@@ -41,9 +47,8 @@ def _encode_column(column: pa.ChunkedArray, field: InputField) -> np.ndarray:
     if field.type == "string":
         return np.asarray(pc.fill_null(column, STRING_NULL).to_numpy(zero_copy_only=False), dtype=object)
     if field.type == "timestamp":
-        micros = column.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-        seconds = micros.astype(np.float64) / 1e6  # as DuckDB's epoch(): microseconds / 1e6
-        return np.where(column.is_null().to_numpy(zero_copy_only=False), np.nan, seconds)
+        micros = column.cast(pa.timestamp("us")).cast(pa.int64())
+        return pc.fill_null(micros, INT64_NULL).to_numpy(zero_copy_only=False).astype(np.int64)
     if field.type == "integer":
         return pc.fill_null(column, INT64_NULL).to_numpy(zero_copy_only=False).astype(np.int64)
     if field.type == "double":
@@ -52,13 +57,12 @@ def _encode_column(column: pa.ChunkedArray, field: InputField) -> np.ndarray:
 
 
 def _encode_small(column: pa.ChunkedArray, field: InputField) -> np.ndarray:
-    """``_encode_column`` for a few rows, value by value (same encoding, same arithmetic)."""
+    """``_encode_column`` for a few rows, value by value (same encoding)."""
     values = column.to_pylist()
     if field.type == "string":
         return np.array([STRING_NULL if v is None else v for v in values], dtype=object)
     if field.type == "timestamp":  # naive UTC datetimes at microsecond precision, as the table holds them
-        micros = np.array([np.nan if v is None else (v - _EPOCH) // _MICROSECOND for v in values], dtype=np.float64)
-        return micros / 1e6
+        return np.array([INT64_NULL if v is None else (v - _EPOCH) // _MICROSECOND for v in values], dtype=np.int64)
     if field.type == "integer":
         return np.array([INT64_NULL if v is None else v for v in values], dtype=np.int64)
     if field.type == "double":
@@ -73,11 +77,12 @@ class FusedRunner:
         self._session = session
         self._inputs = tuple(inputs)
         names = [o.name for o in session.get_outputs()]
-        if FEATURES_OUTPUT not in names:
-            raise ValueError(f"fused model has no {FEATURES_OUTPUT!r} output (outputs: {names})")
-        self._outputs = [FEATURES_OUTPUT, names[-1]]
+        missing = [n for n in (FEATURES_OUTPUT, UNSURE_OUTPUT) if n not in names]
+        if missing:
+            raise ValueError(f"fused model has no {missing} output(s) (outputs: {names}); rebuild the bundle")
+        self._outputs = [FEATURES_OUTPUT, UNSURE_OUTPUT, names[-1]]
 
-    def run(self, request: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        """(features float32 [N, F], the model's last output) for a validated request table."""
-        features, output = self._session.run(self._outputs, encode_inputs(request, self._inputs))
-        return features, np.asarray(output)
+    def run(self, request: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features float32 [N, F], the model's last output, unsure bool [N]) for a validated request."""
+        features, unsure, output = self._session.run(self._outputs, encode_inputs(request, self._inputs))
+        return features, np.asarray(output), np.asarray(unsure, dtype=np.bool_)

@@ -194,9 +194,14 @@ class Predictor:
     def predict_request(self, request: pa.Table) -> Predictions:
         """Score a request table already built by ``request_table`` (or by ``serving.schema``)."""
         if self._fused is not None:
-            scores = self._task_scores(self._fused.run(request)[1])
+            _, output, unsure = self._fused.run(request)
+            scores = self._task_scores(output)
+            if unsure.any():  # rows the graph cannot answer exactly as DuckDB: the SQL path scores them
+                rows = np.flatnonzero(unsure)
+                scores = scores.copy()
+                scores[rows] = self._sql_scores(request.take(rows))
         else:
-            scores = self.score_matrix(self._engine.feature_matrix(self._engine.features_table(request)))
+            scores = self._sql_scores(request)
         task, classes = self.manifest.task, self.manifest.classes
         if task == "binary":
             labels: np.ndarray | None = (scores >= self.manifest.threshold).astype(np.int8)
@@ -205,6 +210,9 @@ class Predictor:
         else:
             labels = None
         return Predictions(self.model_id, task, scores, labels, classes if task == "multiclass" else None)
+
+    def _sql_scores(self, request: pa.Table) -> np.ndarray:
+        return self.score_matrix(self._engine.feature_matrix(self._engine.features_table(request)))
 
     def close(self) -> None:
         """Release the feature database. Call only once no thread is still predicting."""

@@ -107,3 +107,8 @@ def registry_copy(pipeline_run: PipelineRun, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(pipeline_run.registry, tmp_path / "registry"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the long variants (the fused compiler's differential fuzzer for minutes)")

@@ -230,7 +230,7 @@ def check_fused_parity(bundle: Bundle, raw: pa.Table, *, feature_rtol: float = F
         sql_scores = scorer.score_matrix(sql_matrix)
         inputs = {f.name: f for f in bundle.manifest.input_schema}
         runner = FusedRunner(_session_for(bundle.fused_bytes), [inputs[n] for n in bundle.manifest.fused["inputs"]])
-        fused_matrix, fused_output = runner.run(request)
+        fused_matrix, fused_output, _ = runner.run(request)
         fused_scores = scorer._task_scores(fused_output)
     finally:
         scorer.close()

@@ -19,8 +19,8 @@ function encode(records, fields) {
     if (f.type === "string") {
       feeds[f.name] = new ort.Tensor("string", values.map((v) => (v === null ? STRING_NULL : v)), [values.length]);
     } else if (f.type === "timestamp") {
-      const seconds = values.map((v) => (v === null ? NaN : epochSeconds(v)));
-      feeds[f.name] = new ort.Tensor("float64", Float64Array.from(seconds), [values.length]);
+      const micros = values.map((v) => (v === null ? INT64_NULL : epochMicros(v)));
+      feeds[f.name] = new ort.Tensor("int64", BigInt64Array.from(micros), [values.length]);
     } else if (f.type === "double") {
       feeds[f.name] = new ort.Tensor("float64", Float64Array.from(values.map((v) => (v === null ? NaN : v))), [values.length]);
     } else if (f.type === "integer") {
@@ -32,13 +32,13 @@ function encode(records, fields) {
   return feeds;
 }
 
-function epochSeconds(iso) {
-  // Naive timestamps are UTC, as in the landing files; microseconds kept as DuckDB's epoch() does.
+function epochMicros(iso) {
+  // Naive timestamps are UTC, as in the landing files; int64 microseconds since 1970, as DuckDB holds them.
   const utc = /[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : `${iso}Z`;
   const millis = Date.parse(utc);
   const fraction = /\.(\d+)/.exec(iso);
   const micros = fraction ? Number(fraction[1].padEnd(6, "0").slice(0, 6)) % 1000 : 0;
-  return (millis * 1000 + micros) / 1e6;
+  return BigInt(millis) * 1000n + BigInt(micros);
 }
 
 const [bundleDir, recordsPath] = process.argv.slice(2);
@@ -56,6 +56,12 @@ const fields = manifest.fused.inputs.map((name) => byName[name]);
 const session = await ort.InferenceSession.create(readFileSync(join(bundleDir, manifest.fused.file)));
 const records = JSON.parse(readFileSync(recordsPath, "utf8"));
 const outputs = await session.run(encode(records, fields));
+// Rows the graph marks "unsure" (DuckDB would raise, or a number is past float64's exact range)
+// are scored by the SQL path in Python; this example has none to fall back to and says so.
+if (outputs.unsure && outputs.unsure.data.some((u) => u)) {
+  console.error("some records need the SQL path (the fused graph marked them unsure); score them with Python");
+  process.exit(3);
+}
 const last = outputs[session.outputNames[session.outputNames.length - 1]];
 const width = last.dims.length > 1 ? last.dims[1] : 1;
 for (let i = 0; i < records.length; i++) {
