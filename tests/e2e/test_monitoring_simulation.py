@@ -59,7 +59,7 @@ def test_simulated_drift_triggers_a_retrain(drifted: tuple[subprocess.CompletedP
 def test_report_shows_every_section_in_chromium(drifted: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("chromium is not installed (.ci/run installs it)")
+        pytest.fail("chromium is not installed: scripts/test installs it (apt-get install -y chromium)")
     _, root = drifted
     report = root / "artifacts" / "report.html"
     dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", report.as_uri()],
