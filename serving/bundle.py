@@ -165,10 +165,10 @@ class Bundle:
 
     @property
     def fused_verified(self) -> bool:
-        """True when the gate report says the fused model matched the SQL path."""
-        return bool(self.fused_bytes) and any(
-            g.get("gate", "").startswith(FUSED_GATE) and g.get("passed") for g in self.manifest.gates
-        )
+        """True when the bundle holds a fused model: one is sealed in only after it loaded, ran and
+        matched the SQL path (``training.fused_parity``), so the served path is in the content
+        hash and the gate report, outside it, decides nothing."""
+        return bool(self.fused_bytes) and self.manifest.fused is not None
 
 
 def load_bundle(path: Path) -> Bundle:

@@ -36,8 +36,11 @@ def write_config(root: Path, **overrides: object) -> Path:
     return path
 
 
-def run_orchestrator(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("WAREHOUSE_PATH", "LANDING_PATH", "ARTIFACTS_PATH")}
+def run_orchestrator(*args: str, cwd: Path = REPO, timeout: float = 300,
+                     env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python orchestrate.py *args``; ``env``: variables added (a fault to inject, say)."""
+    env = {**{k: v for k, v in os.environ.items() if k not in ("WAREHOUSE_PATH", "LANDING_PATH", "ARTIFACTS_PATH")},
+           **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "orchestrate.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

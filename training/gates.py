@@ -160,27 +160,3 @@ def report_table(results: list[GateResult]) -> str:
         verdict = "PASS" if r.passed else "FAIL" if r.blocking else "OFF"
         lines.append(f"{r.gate:<{width}}  {value:>12}  {r.comparison:2}  {threshold:>12}  {verdict:<6}  {r.detail}")
     return "\n".join(lines)
-
-
-def edge_case_rows(raw: pa.Table, fields: list[Any], seed: int, rows: int = 50) -> pa.Table:
-    """Raw rows with one field each set to an edge case: null, empty or padded strings, unseen
-    categories, zero, negative and extreme numbers, midnight, DST switches and pre-1970 times."""
-    rng = np.random.default_rng(seed)
-    base = raw.slice(0, min(rows, raw.num_rows)).to_pylist()
-    import datetime as dt
-
-    cases: dict[str, list[Any]] = {
-        "string": ["", "   ", " zz_unseen_category ", "ZZ", "O'Brien; drop table x", "ünïcödé"],
-        "double": [0.0, -1.0, 1e-9, 1e12, 123456.789],
-        "integer": [0, -1, 2**40],
-        "timestamp": [dt.datetime(2026, 3, 29, 0, 0), dt.datetime(2026, 3, 29, 1, 30), dt.datetime(2026, 10, 25, 0, 59, 59),
-                      dt.datetime(2026, 11, 1, 6, 0), dt.datetime(1969, 12, 31, 23, 59, 59), dt.datetime(2100, 2, 28, 12)],
-        "boolean": [True, False],
-    }
-    out = []
-    for field in fields:
-        for value in cases.get(field.type, []) + ([None] if field.nullable else []):
-            row = dict(base[int(rng.integers(len(base)))])
-            row[field.name] = value
-            out.append(row)
-    return pa.Table.from_pylist(out, schema=raw.schema)

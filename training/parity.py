@@ -10,7 +10,6 @@ features mart row by row, and served scores must equal offline ONNX scores on th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
 
 import duckdb
@@ -64,6 +63,9 @@ class ParityReport:
         if self.passed:
             return (f"parity passed on {self.rows} raw rows: features equal (rtol {self.feature_rtol:g}), "
                     f"max score difference {self.max_score_diff:.2e} (tolerance {self.score_atol:g})")
+        if self.rows and self.mismatched_rows == 0:
+            return (f"parity FAILED on scores: features equal on all {self.rows} rows, but the largest score "
+                    f"difference {self.max_score_diff:.2e} is over the tolerance {self.score_atol:g}")
         shown = "; ".join(f"{m.feature} for key {m.key!r}: served {m.served!r}, warehouse {m.warehouse!r}"
                           for m in self.first_mismatches)
         return (f"parity FAILED on {self.mismatched_rows} of {self.rows} rows; differing features "
@@ -200,55 +202,3 @@ def held_out_raw_rows(files: list[Path], fields: list[str], rows: int, seed: int
         return table
     rng = np.random.default_rng(seed)
     return table.take(pc.cast(pa.array(np.sort(rng.choice(table.num_rows, size=rows, replace=False))), pa.int64()))
-
-
-FUSED_FEATURE_RTOL = 1e-6
-FUSED_SCORE_ATOL = 1e-5
-
-
-def check_fused_parity(bundle: Bundle, raw: pa.Table, *, feature_rtol: float = FUSED_FEATURE_RTOL,
-                       score_atol: float = FUSED_SCORE_ATOL) -> ParityReport:
-    """The fused model against the SQL path on the same raw rows (same frozen snapshot).
-
-    Both produce float32 features: the SQL path casts DuckDB's doubles, the graph computes in
-    float64 and casts at the end, so they agree to float32 rounding (``feature_rtol``); scores
-    must agree within ``score_atol``.
-    """
-    from serving.fused import FusedRunner
-
-    if bundle.fused_bytes is None or bundle.manifest.fused is None:
-        raise ValueError(f"{bundle.path}: bundle has no fused model")
-    request = arrow_to_request_table(raw, bundle.manifest.input_schema)
-    engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names)
-    try:
-        sql_features = engine.features_table(request)
-        sql_matrix = engine.feature_matrix(sql_features)
-    finally:
-        engine.close()
-    scorer = Predictor(bundle, path="sql")
-    try:
-        sql_scores = scorer.score_matrix(sql_matrix)
-        inputs = {f.name: f for f in bundle.manifest.input_schema}
-        runner = FusedRunner(_session_for(bundle.fused_bytes), [inputs[n] for n in bundle.manifest.fused["inputs"]])
-        fused_matrix, fused_output, _ = runner.run(request)
-        fused_scores = scorer._task_scores(fused_output)
-    finally:
-        scorer.close()
-    names = bundle.manifest.feature_names
-    same = np.isclose(fused_matrix, sql_matrix, rtol=feature_rtol, atol=feature_rtol, equal_nan=True) | (
-        np.isinf(fused_matrix) & (fused_matrix == sql_matrix))
-    by_feature = {names[j]: int((~same[:, j]).sum()) for j in range(len(names)) if not same[:, j].all()}
-    keys = [str(v) for v in request.column(bundle.manifest.input_schema[0].name).to_pylist()]
-    first = [Mismatch(keys[i], names[j], float(fused_matrix[i, j]), float(sql_matrix[i, j]))
-             for i, j in zip(*np.nonzero(~same))][:SHOWN_MISMATCHES]
-    diff = np.abs(np.asarray(fused_scores, dtype=np.float64) - np.asarray(sql_scores, dtype=np.float64))
-    return ParityReport(rows=request.num_rows, mismatched_rows=int((~same.all(axis=1)).sum()),
-                        mismatches_by_feature=by_feature, first_mismatches=tuple(first),
-                        max_score_diff=float(np.nanmax(diff)) if diff.size else 0.0,
-                        feature_rtol=feature_rtol, score_atol=score_atol)
-
-
-def _session_for(model_bytes: bytes) -> Any:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])

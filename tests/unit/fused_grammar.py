@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from serving.bundle import InputField
+from training import edge_cases
 from training.fused.emitters import constructs
 
 SCHEMA = (
@@ -93,19 +94,10 @@ def expression(draw: st.DrawFn, kind: str, depth: int = 3) -> str:
 
 # ---- rows
 
-_SPECIAL_TEXT = ["İOS", "ıt", "ioſ", "K", "straße", "STRAẞE", "\u3000terminal", "\u00a0ios\u00a0", " IoS ", "\tios",
-                 "ios\n", "", "   ", "grocery", " Grocery ", "GROCERY", "ünï", "ÜNÏ", "ΣΑΣ", "σας", "a  b", "a b", "42",
-                 "-7", "042", "0", " 7", "1e3", "0x1F", "1_000", "12.5", "-0.25", "\u2003k\u2003", "ǅ", "ﬁ", "x" * 40]
-_SPECIAL_DOUBLES = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.5, -2.5, 2.675, 0.125, 1e-300, -1e-300, 1e300, -1e300,
-                    1.7976931348623157e308, 5e-324, 2147483647.5, -2147483648.5, 9007199254740993.0, 1e16, 123.456,
-                    0.1, 0.2, 0.3, 86400.0, 4503599627370495.5]
-_SPECIAL_INTS = [0, 1, -1, 2, 7, -7, 42, 2**31 - 1, -2**31, 2**31, 2**53, 2**53 + 1, -2**53 - 1, 2**62, -2**63 + 1,
-                 2**63 - 1, 86400, 1000]
-_SPECIAL_TIMES = [dt.datetime(1970, 1, 1), dt.datetime(1969, 12, 31, 23, 59, 59, 999999), dt.datetime(2026, 3, 29, 1, 30),
-                  dt.datetime(2026, 10, 25, 0, 59, 59), dt.datetime(2024, 2, 29, 12), dt.datetime(2100, 2, 28, 23),
-                  dt.datetime(2000, 1, 1), dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
-                  dt.datetime(1600, 3, 1), dt.datetime(1900, 2, 28), dt.datetime(2026, 12, 31, 23, 59, 59, 500000),
-                  dt.datetime(1582, 10, 15), dt.datetime(2255, 6, 6, 6, 6, 6, 6)]
+_SPECIAL_TEXT = edge_cases.TEXT
+_SPECIAL_DOUBLES = edge_cases.DOUBLE
+_SPECIAL_INTS = edge_cases.INTEGER
+_SPECIAL_TIMES = edge_cases.TIMESTAMP
 
 
 def rows(seed: int, n: int) -> list[dict]:

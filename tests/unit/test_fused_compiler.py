@@ -197,3 +197,45 @@ def test_small_requests_are_encoded_exactly_as_large_ones() -> None:
             else:
                 np.testing.assert_array_equal(got, want, err_msg=name)
     assert fused_module.SMALL_REQUEST_ROWS < 60
+
+
+def test_the_constructs_outside_probes_found_missing_or_wrong_now_match_duckdb() -> None:
+    """Issue 17: CASE returning NULL (a bool Where ONNX Runtime cannot run), division by NULLIF,
+    BETWEEN, IN of numbers, casts between numbers and text, LOG/LOG10, EXTRACT and DATE_PART."""
+    _compare({
+        "case_null": "case when t.n = 0 then null else t.amount / t.n end",
+        "null_branch_bool": "cast(case when t.n = 0 then null else t.amount > 0 end as integer)",
+        "by_nullif": "t.amount / nullif(t.n, 0)",
+        "between": "cast(t.amount between -1 and 3 as integer)",
+        "not_between": "cast(t.n not between 0 and 12 as integer)",
+        "in_numbers": "cast(t.n in (0, -7, 12.0) as integer)",
+        "as_text": "cast(cast(t.n as varchar) = '-7' as integer)",
+        "as_text_zero_padded": "cast(cast(t.n as varchar) = '07' as integer)",
+        "log": "log(1 + abs(t.amount))", "log10": "log10(1 + abs(t.amount))",
+        "extract": "extract(hour from t.at)", "date_part": "date_part('doy', t.at)",
+        "dow": "dayofweek(t.at)", "year": "year(t.at)", "minute": "minute(t.at)",
+    })
+
+
+def test_unicode_spaces_and_case_mapping_are_duckdbs() -> None:
+    """trim strips U+3000 and U+00A0 (not tabs); lower('İOS') is 'ios'; upper('ıt') is 'IT'; 'ioſ' stays."""
+    odd = ["\u3000terminal", "terminal\u00a0", "\tterminal", "İOS", "ios", "ıt", "IT", "ioſ", "IOS", "straße", "STRAẞE"]
+    records = [{**r, "category": odd[i % len(odd)]} for i, r in enumerate(_records(len(odd) * 3))]
+    _compare({
+        "terminal": "cast(trim(t.category) = 'terminal' as integer)",
+        "ios": "cast(lower(trim(t.category)) = 'ios' as integer)",
+        "it": "cast(upper(t.category) = 'IT' as integer)",
+        "strasse": "cast(upper(t.category) = 'STRAẞE' as integer)",
+    }, records=records)
+
+
+def test_lookups_by_integer_keys_and_by_an_integer_cast_to_text() -> None:
+    global TABLES
+    saved = TABLES
+    TABLES = {**saved, "by_int": pa.table({"k": pa.array([0, -7, 12], pa.int64()), "v": [1.5, 2.5, 3.5]}),
+              "by_text": pa.table({"k": ["0", "-7", "012", "x"], "v": [10.0, 20.0, 30.0, 40.0]})}
+    try:
+        _compare({"int_key": "coalesce(bi.v, -1)", "text_key": "coalesce(bt.v, -1)"},
+                 joins="left join by_int as bi on bi.k = t.n left join by_text as bt on bt.k = cast(t.n as varchar)")
+    finally:
+        TABLES = saved

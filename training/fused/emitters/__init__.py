@@ -75,3 +75,13 @@ def constructs() -> tuple[Construct, ...]:
 def supported() -> str:
     """The supported SQL, as listed in the refusal message and the docs."""
     return "; ".join(c.sql for c in constructs() if c.sql)
+
+
+def supported_table() -> str:
+    """The supported SQL as a markdown table, for docs/fused.md (a test keeps the two equal):
+    ``python -c "from training.fused.emitters import supported_table; print(supported_table())"``."""
+    rows = ["| construct | SQL | module |", "|---|---|---|"]
+    for c in constructs():
+        if c.sql:
+            rows.append(f"| {c.name} | {c.sql.replace('|', chr(92) + '|')} | `{c.emit.__module__.rsplit('.', 1)[-1]}` |")
+    return "\n".join(rows)
