@@ -40,7 +40,7 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.timing import session, timings  # noqa: E402
+from bench.timing import entity_inputs, session, timings  # noqa: E402
 from serving.bundle import load_bundle  # noqa: E402
 from serving.features import FeatureEngine  # noqa: E402
 from serving.fused import encode_inputs  # noqa: E402
@@ -101,16 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     # DuckDB: an unlocked copy of the serving database (same frozen tables, one thread), so the
     # profiler and a temporary table can be used; the locked engine runs the same queries.
     engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names)
+    relations, event_feeds = entity_inputs(bundle, request)
+    one_relations, one_events = entity_inputs(bundle, one)
     db = duckdb.connect(":memory:", config={"threads": 1})
     for name, table in bundle.tables.items():
         db.register("__frozen", table)
         db.execute(f'create table "{name}" as select * from __frozen')
         db.unregister("__frozen")
     db.register("request", one)
+    for name, table in one_relations.items():
+        db.register(name, table)
     ms = lambda s: f"{s * 1e3:.3f} ms"  # noqa: E731
     rows.append(("DuckDB: select 1", ms(p50(lambda: db.execute("select 1").fetchall(), args.repeat // 4))))
     rows.append(("DuckDB: scan a one-row request", ms(p50(lambda: db.execute("select * from request").fetchall(), args.repeat // 4))))
-    rows.append(("SQL path: feature SQL, one row (the engine)", ms(p50(lambda: engine.features_table(one), slow * 4))))
+    rows.append(("SQL path: feature SQL, one row (the engine)", ms(p50(lambda: engine.features_table(one, one_relations), slow * 4))))
     prof = duckdb_profile(db, bundle.serving_sql)
     rows.append(("  of which binding / optimizing (DuckDB profiler)", f"{ms(prof['binding'])} / {ms(prof['optimizer'])}"))
     db.execute("create temp table request_rows as select * from request")
@@ -127,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model = session(bundle.model_bytes)
     model_input = model.get_inputs()[0].name
-    matrix = engine.feature_matrix(engine.features_table(request))
-    sql_10k = p50(lambda: engine.features_table(request), slow)
+    matrix = engine.feature_matrix(engine.features_table(request, relations))
+    sql_10k = p50(lambda: engine.features_table(request, relations), slow)
     model_10k = p50(lambda: model.run(None, {model_input: matrix}), slow)
     rows.append(("SQL path 10,000 rows: feature SQL + model alone", f"{ms(sql_10k)} + {ms(model_10k)} = {ms(sql_10k + model_10k)}"))
     engine.close()
@@ -140,12 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     if bundle.fused_bytes is not None and bundle.manifest.fused is not None:
         by_name = {f.name: f for f in fields}
         fused_fields = [by_name[n] for n in bundle.manifest.fused["inputs"]]
-        feeds = encode_inputs(one, fused_fields)
+        raw_feeds = encode_inputs(one, fused_fields)
+        feeds = {**raw_feeds, **one_events}  # the fused graph also takes the entity's events
         first = fused_fields[0].name
         inputs_only = graph_bytes([helper.make_node("Identity", [first], ["out"])],
                                   [helper.make_tensor_value_info(f.name, _ONNX_TYPES[f.type], [None]) for f in fused_fields],
                                   "out", _ONNX_TYPES[fused_fields[0].type])
-        feed_cost = p50(lambda s=session(inputs_only): s.run(None, feeds), args.repeat)
+        feed_cost = p50(lambda s=session(inputs_only): s.run(None, raw_feeds), args.repeat)
         rows.append((f"  a graph of the fused inputs ({len(fused_fields)}) and one node", us(feed_cost)))
         x = np.zeros(1, dtype=np.float64)
         short, long_ = session(add_chain(10)), session(add_chain(60))
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("  floor: fused inputs + trees (model alone - a one-input call) + nodes x one node",
                      f"{us(feed_cost)} + {us(trees)} + {feature_nodes} x {us(per_node)} = "
                      f"{us(feed_cost + trees + feature_nodes * per_node)}"))
-        all_feeds = encode_inputs(request, fused_fields)
+        all_feeds = {**encode_inputs(request, fused_fields), **event_feeds}
         fused_10k = p50(lambda: fused.run(None, all_feeds), slow)
         rows.append(("  10,000 rows: fused / model alone (rows/s)", f"{1e4 / fused_10k:,.0f} / {1e4 / model_10k:,.0f}"))
         cores = len(os.sched_getaffinity(0))

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.timing import session, timings  # noqa: E402
+from bench.timing import entity_inputs, session, timings  # noqa: E402
 from serving.bundle import load_bundle  # noqa: E402
 from serving.features import FeatureEngine  # noqa: E402
 from serving.fused import encode_inputs  # noqa: E402
@@ -44,12 +44,14 @@ def main() -> int:
     request = arrow_to_request_table(raw, bundle.manifest.input_schema)
     inputs = {f.name: f for f in bundle.manifest.input_schema}
     fused_inputs = [inputs[n] for n in bundle.manifest.fused["inputs"]]
-    feeds = encode_inputs(request, fused_inputs)
+    relations, events = entity_inputs(bundle, request)
+    _, one_events = entity_inputs(bundle, request.slice(0, 1))
+    feeds = {**encode_inputs(request, fused_inputs), **events}
     engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names)
-    matrix = engine.feature_matrix(engine.features_table(request))
+    matrix = engine.feature_matrix(engine.features_table(request, relations))
     fused, model = session(bundle.fused_bytes), session(bundle.model_bytes)
     model_input = model.get_inputs()[0].name
-    one_feed = {k: v[:1] for k, v in feeds.items()}
+    one_feed = {**encode_inputs(request.slice(0, 1), fused_inputs), **one_events}
     one_row = matrix[:1]
     single_fused = timings(lambda: fused.run(None, one_feed), args.repeat) * 1e6
     single_model = timings(lambda: model.run(None, {model_input: one_row}), args.repeat) * 1e6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 from collections.abc import Callable
 
 import numpy as np
@@ -27,3 +28,19 @@ def session(model: bytes, threads: int = 1) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def entity_inputs(bundle: Any, request: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The request's entity state as both paths read it (events relations for the SQL path, [N, K]
+    feeds for the fused graph), from the online store beside the bundle's registry (read only)."""
+    from serving.entity_state import EntityState  # noqa: PLC0415
+    from serving.predictor import default_store_url  # noqa: PLC0415
+    from serving.store import open_store  # noqa: PLC0415
+
+    if not bundle.manifest.entity_state:
+        return {}, {}
+    state = EntityState(bundle.manifest.entity_state, bundle.manifest.input_schema,
+                        open_store(default_store_url(bundle.path)))
+    gathered = state.gather(request)
+    events = tuple((bundle.manifest.fused or {}).get("event_inputs", ()))
+    return state.tables(request, gathered), state.feeds(gathered, events)

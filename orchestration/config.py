@@ -226,6 +226,16 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class OnlineStore:
+    """Where entity state lives for serving (serving/store/): the materialize stage writes landed
+    events there after every publish, and servers read and write it."""
+
+    url: str = "embedded:online_store"
+    """``embedded:<folder>`` (LMDB; a relative folder is under the artifacts folder) or
+    ``redis://host:port/db``. ``ONLINE_STORE_URL`` overrides it."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The whole pipeline config."""
 
@@ -244,6 +254,7 @@ class PipelineConfig:
     retries: Retries = Retries()
     alerts: Alerts = Alerts()
     monitoring: Monitoring = Monitoring()
+    online_store: OnlineStore = OnlineStore()
     task: str = "binary"
     """binary, multiclass or regression."""
     label: str | None = None
@@ -271,6 +282,15 @@ class PipelineConfig:
     @property
     def registry(self) -> Path:
         return self.artifacts / "registry"
+
+    @property
+    def online_store_url(self) -> str:
+        """The online store's URL, an embedded folder resolved against the artifacts folder."""
+        url = os.environ.get("ONLINE_STORE_URL") or self.online_store.url
+        if url.startswith("embedded:"):
+            folder = Path(url.removeprefix("embedded:"))
+            return f"embedded:{folder if folder.is_absolute() else self.artifacts / folder}"
+        return url
 
     @property
     def dbt_project(self) -> Path:
@@ -390,6 +410,8 @@ def _validate(cfg: PipelineConfig) -> None:
             "min_positive_labels >= 1, min_new_labelled_rows >= 1, max_model_age_days >= 1, replay_rows >= 0 "
             f"and label_delay_days >= 0; got {m}"
         )
+    if not cfg.online_store.url.startswith(("embedded:", "redis://", "rediss://")):
+        raise ConfigError(f"online_store.url: expected embedded:<folder> or redis://host:port/db, got {cfg.online_store.url!r}")
     if "." not in cfg.dbt.source:
         raise ConfigError(f"dbt.source: expected 'source_name.table', got {cfg.dbt.source!r}")
 

@@ -98,7 +98,14 @@ def _today(ctx: RunContext) -> str:
     return dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
+def _online_store(ctx: RunContext) -> str:
+    from orchestration.materialize import store_digest  # noqa: PLC0415
+
+    return store_digest(ctx.cfg.online_store_url)
+
+
 SOURCES: dict[str, Callable[[RunContext], str]] = {
+    "online_store": _online_store,
     "landing": _landing,
     "dbt_project": _dbt_project,
     "dbt_monitoring": _dbt_monitoring,

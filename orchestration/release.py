@@ -7,6 +7,7 @@ is, with its gate report, for inspection.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -26,7 +27,8 @@ from orchestration.errors import StageError
 from orchestration.ingest import partition_files
 from serving import registry
 from serving.bundle import FUSED_FILE, FUSED_GATE, Bundle, load_bundle, write_gate_report
-from serving.predictor import Predictor
+from serving.errors import BundleError
+from serving.predictor import ModelScorer, Predictor
 from training import dbt_manifest
 from training.bundle import bundle_manifest_fields, write_bundle
 from training.data import Dataset, SplitBoundaries
@@ -37,8 +39,8 @@ from training.fused import FusedModel, compile_fused
 from training.fused_parity import FusedVerdict, verify_fused
 from training.gates import (GateResult, latency_gate, metric_gates, regression_gate, report_table,
                             size_gate, slice_gates)
-from training.parity import (ParityReport, PointInTimeServing, check_parity, held_out_raw_rows,
-                             serve_point_in_time)
+from training.online import store_as_of
+from training.parity import ParityReport, Replayed, check_parity, held_out_raw_rows, replay
 from training.run import TrainedModel
 from training.serving_sql import check_serving_sql
 from training.tracking import RunRecord, record_gates
@@ -111,15 +113,6 @@ def _frozen_tables(ctx: RunContext) -> dict[str, Any]:
                 for name, rel in sorted(relations.items())}
 
 
-def _snapshot_info(tables: dict[str, Any], snapshots: tuple[dbt_manifest.EntitySnapshot, ...]) -> dict[str, dict[str, Any]]:
-    info = {}
-    for snap in snapshots:
-        state_at = tables[snap.model].column("state_at")
-        latest = max((v for v in state_at.to_pylist() if v is not None), default=None)
-        info[snap.model] = {"key": snap.key, "state_at": latest.isoformat() if latest else None}
-    return info
-
-
 def _fused_model(ctx: RunContext, provisional: Bundle) -> tuple[FusedModel | None, FusedVerdict | None, str | None]:
     """The fused model if it compiles, loads, runs and matches the SQL path; else why not.
 
@@ -128,7 +121,7 @@ def _fused_model(ctx: RunContext, provisional: Bundle) -> tuple[FusedModel | Non
     spec, trained = ctx.state["spec"], ctx.state["trained"]
     try:
         fused = compile_fused(provisional.serving_sql, ctx.state["input_schema"], provisional.tables, spec.features,
-                              trained.onnx)
+                              trained.onnx, {e.relation: e for e in provisional.manifest.entity_state})
     except FusedCompileError as exc:
         return None, None, str(exc)
     except Exception as exc:  # noqa: BLE001 (a compiler fault is a refusal, never a failed run)
@@ -136,11 +129,31 @@ def _fused_model(ctx: RunContext, provisional: Bundle) -> tuple[FusedModel | Non
     if fault_injected("fused_load"):  # tests: a graph ONNX Runtime cannot load (orchestration/faults.py)
         fused = dataclasses.replace(fused, onnx=with_bool_where(fused.onnx))
     raw = _holdout_rows(ctx)
-    rows = pa.concat_tables([raw, edge_case_rows(raw, list(ctx.state["input_schema"]), ctx.cfg.seed)])
+    edges = _distinct_events(edge_case_rows(raw, list(ctx.state["input_schema"]), ctx.cfg.seed), ctx.state["states"])
     candidate = dataclasses.replace(provisional, fused_bytes=fused.onnx, manifest=dataclasses.replace(
-        provisional.manifest, fused={"file": FUSED_FILE, "inputs": [f.name for f in fused.inputs]}))
-    verdict = verify_fused(candidate, rows)
+        provisional.manifest, fused=_fused_entry(fused)))
+    with store_as_of(ctx.cfg.warehouse, ctx.state["states"], _holdout_start(ctx)) as store:
+        verdict = verify_fused(candidate, raw, edges, store)
     return (fused, verdict, None) if verdict.passed else (None, verdict, verdict.detail)
+
+
+def _distinct_events(rows: pa.Table, states: tuple[dbt_manifest.EntityStateModel, ...]) -> pa.Table:
+    """Edge cases as events of their own: each copies a held-out row, so it gets a fresh event key."""
+    for state in states:
+        name = state.spec.event_key
+        column = rows.column(name)
+        fresh = [f"edge_case_{i}" for i in range(rows.num_rows)] if pa.types.is_string(column.type) else \
+            [-(i + 1) for i in range(rows.num_rows)]
+        rows = rows.set_column(rows.schema.get_field_index(name), name, pa.array(fresh, type=column.type))
+    return rows
+
+
+def _fused_entry(fused: FusedModel, verdict: FusedVerdict | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"file": FUSED_FILE, "inputs": [f.name for f in fused.inputs],
+                             "event_inputs": list(fused.event_inputs)}
+    if verdict is not None:
+        entry["verified"] = verdict.to_json()
+    return entry
 
 
 def evaluate(ctx: RunContext) -> dict[str, Any]:
@@ -148,9 +161,10 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     spec, trained = ctx.state["spec"], ctx.state["trained"]
     serving_sql = compile_inline(ctx.dbt(ctx.state["split"], ctx.state["dbt_vars"]), "{{ " + ctx.cfg.dbt.serving_macro + "() }}")
     tables = _frozen_tables(ctx)
-    # Refuse features that cannot run row by row before anything is written.
-    check_serving_sql(serving_sql, tables)
-    snapshots = dbt_manifest.entity_snapshots(ctx.state["manifest"])
+    states = dbt_manifest.entity_states(ctx.state["manifest"])
+    ctx.state["states"] = states
+    # Refuse features that cannot run row by row (or read the future) before anything is written.
+    check_serving_sql(serving_sql, tables, {s.spec.relation: s.spec for s in states})
     manifest = bundle_manifest_fields(
         task=ctx.cfg.task,
         feature_names=spec.features,
@@ -159,7 +173,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         classes=trained.classes,
         metrics=trained.metrics,
         lineage=_lineage(ctx),
-        entity_snapshots=_snapshot_info(tables, snapshots),
+        entity_state=tuple(s.spec for s in states),
     )
     provisional = Bundle(registry.candidates_dir(ctx.cfg.registry), manifest, trained.onnx, serving_sql, tables)
     fused, verdict, refused = _fused_model(ctx, provisional)
@@ -174,25 +188,33 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         tables=tables,
         manifest=dataclasses.replace(
             manifest,
-            fused={"file": FUSED_FILE, "inputs": [f.name for f in fused.inputs],
-                   "verified": verdict.to_json()} if fused and verdict else None,
+            fused=_fused_entry(fused, verdict) if fused and verdict else None,
             fused_refused=refused,
         ),
         existing=(registry.bundles_dir(ctx.cfg.registry),),
         fused_bytes=fused.onnx if fused else None,
         before_rename=lambda: pause_point("bundle_write"),
     )
-    ctx.state.update(bundle_id=bundle_id, metrics=trained.metrics, snapshots=snapshots)
+    ctx.state.update(bundle_id=bundle_id, metrics=trained.metrics)
     metric = PRIMARY_METRIC[ctx.cfg.task]
     return {"candidate": bundle_id[:12], f"test_{metric}": round(trained.metrics["test"][metric], 4),
             "fused": "verified" if fused else "switched off"}
 
 
+def _holdout_start(ctx: RunContext) -> str:
+    """The held-out window's first moment (the test days'), as an ISO time."""
+    return ctx.state["split"].valid_end.isoformat()
+
+
 def _holdout_rows(ctx: RunContext) -> Any:
-    """Held-out raw rows (test days, input fields only, seeded sample) for parity and gates."""
+    """Held-out raw rows (test days, input fields only) for parity and gates: with entity state,
+    the window's first ``parity.rows`` events in order (replayed through the store); else a
+    seeded sample."""
     split: SplitBoundaries = ctx.state["split"]
     held_out = [p for p in partition_files(ctx.cfg.landing, ctx.source_table) if p.stem >= split.valid_end.isoformat()]
-    return held_out_raw_rows(held_out, [f.name for f in ctx.state["input_schema"]], ctx.cfg.parity.rows, ctx.cfg.seed)
+    states = ctx.state["states"]
+    return held_out_raw_rows(held_out, [f.name for f in ctx.state["input_schema"]], ctx.cfg.parity.rows, ctx.cfg.seed,
+                             time=states[0].spec.time if states else None, start=_holdout_start(ctx) if states else None)
 
 
 def _parity_gate(report: ParityReport) -> GateResult:
@@ -234,9 +256,9 @@ def _scored_holdout(ctx: RunContext, candidate: Bundle) -> pa.Table:
     return pa.table(columns)
 
 
-def _champion_comparison(ctx: RunContext, candidate: Bundle, cand: PointInTimeServing, raw: pa.Table) -> GateResult:
+def _champion_comparison(ctx: RunContext, candidate: Bundle, cand: Replayed, raw: pa.Table) -> GateResult:
     """Candidate and champion, each through its own serving path, on the same held-out raw rows."""
-    spec, snapshots, trained = ctx.state["spec"], ctx.state["snapshots"], ctx.state["trained"]
+    spec, trained = ctx.state["spec"], ctx.state["trained"]
     champion = registry.read_champion(ctx.cfg.registry)
     y = _labels(ctx, cand.keys)
     cand_scores = _scores(candidate, cand.matrix)
@@ -244,22 +266,35 @@ def _champion_comparison(ctx: RunContext, candidate: Bundle, cand: PointInTimeSe
     if champion is not None:
         try:
             champ_bundle = load_bundle(registry.bundles_dir(ctx.cfg.registry) / champion["bundle_id"])
-            champ = serve_point_in_time(champ_bundle, raw, ctx.cfg.warehouse, spec.key, snapshots)
-            champ_scores = _scores(champ_bundle, champ.matrix)
-        except (ValueError, LookupError, OSError, duckdb.Error) as exc:
+        except BundleError as exc:
+            if "format_version" in str(exc):  # a bundle of an older runtime: nothing to compare on this one
+                return GateResult(f"no regression vs champion ({PRIMARY_METRIC[ctx.cfg.task]})", None, None, "", True,
+                                  f"champion {champion['bundle_id'][:12]} is in a bundle format this runtime does not "
+                                  f"read ({exc}); the candidate replaces it")
             error = str(exc)
+        else:
+            try:
+                champ = replay(champ_bundle, raw, ctx.cfg.warehouse, spec.key, _raw_time(ctx), ctx.state["states"],
+                               _holdout_start(ctx))
+                champ_scores = _scores(champ_bundle, champ.matrix)
+            except (ValueError, LookupError, OSError, duckdb.Error, BundleError) as exc:
+                error = str(exc)
     return regression_gate(ctx.cfg.task, y, cand_scores, champ_scores, ctx.cfg.gates.regression_tolerance,
                            ctx.state["data"].classes, trained.threshold,
                            champion["bundle_id"] if champion else None, error)
 
 
+def _raw_time(ctx: RunContext) -> str:
+    """The raw field the replay orders by: the entity's event time (any timestamp field without entity state)."""
+    states = ctx.state["states"]
+    if states:
+        return states[0].spec.time
+    return next(f.name for f in ctx.state["input_schema"] if f.type == "timestamp")
+
+
 def _scores(bundle: Any, matrix: np.ndarray) -> np.ndarray:
     """Model output in the shape ``task_metrics`` takes."""
-    predictor = Predictor(bundle)
-    try:
-        scores = predictor.score_matrix(matrix)
-    finally:
-        predictor.close()
+    scores = ModelScorer(bundle).scores(matrix)
     return np.column_stack([1 - scores, scores]) if bundle.manifest.task == "binary" else scores
 
 
@@ -276,18 +311,17 @@ def _labels(ctx: RunContext, keys: pa.Array) -> np.ndarray:
     return values.astype(np.int64) if ctx.cfg.task == "binary" else values
 
 
-def gates(ctx: RunContext) -> dict[str, Any]:
-    """Run every gate; record the report; halt (no deploy) when any gate fails."""
+def _gate_results(ctx: RunContext, stack: contextlib.ExitStack, path: Path) -> list[GateResult]:
     cfg, trained, spec = ctx.cfg, ctx.state["trained"], ctx.state["spec"]
-    bundle_id = ctx.state["bundle_id"]
-    path = registry.find_bundle(cfg.registry, bundle_id)  # a candidate, or published by an earlier deploy
     raw = _holdout_rows(ctx)
     candidate = load_bundle(path)
-    ctx.echo(f"parity check: replaying {raw.num_rows:,} held-out raw rows through the serving path")
-    # One point-in-time pass of the candidate serves both the parity gate and the champion comparison.
-    served = serve_point_in_time(candidate, raw, cfg.warehouse, spec.key, ctx.state["snapshots"])
-    parity = check_parity(candidate, raw, cfg.warehouse, spec, ctx.state["snapshots"],
-                          feature_rtol=cfg.parity.feature_rtol, score_atol=cfg.parity.score_atol, served=served)
+    ctx.echo(f"parity check: replaying {raw.num_rows:,} held-out raw rows through the serving path and the online store")
+    # One replay of the candidate serves both the parity gate and the champion comparison.
+    store = stack.enter_context(store_as_of(cfg.warehouse, ctx.state["states"], _holdout_start(ctx)))
+    served = replay(candidate, raw, cfg.warehouse, spec.key, _raw_time(ctx), ctx.state["states"], _holdout_start(ctx),
+                    store)
+    parity = check_parity(candidate, served, cfg.warehouse, spec,
+                          feature_rtol=cfg.parity.feature_rtol, score_atol=cfg.parity.score_atol)
     ctx.echo(parity.describe())
     fused = _fused_gate(candidate)
     results = [_parity_gate(parity), fused, _export_gate(trained)]
@@ -296,14 +330,23 @@ def gates(ctx: RunContext) -> dict[str, Any]:
                            trained.threshold, spec.label)
     results.append(size_gate(len(trained.onnx), cfg.gates.max_model_bytes))
     # Latency is measured on the path that will serve: the fused model when it verified.
-    predictor = Predictor(candidate)
+    # ... with the state the replay left in its store: the held-out users' real recent events.
+    predictor = Predictor(candidate, store=store)
     try:
         records = raw.slice(0, cfg.gates.latency_samples).to_pylist()
         results.append(latency_gate(predictor, records, cfg.gates.max_p99_latency_ms))
     finally:
         predictor.close()
     results.append(_champion_comparison(ctx, candidate, served, raw))
+    return results
 
+
+def gates(ctx: RunContext) -> dict[str, Any]:
+    """Run every gate; record the report; halt (no deploy) when any gate fails."""
+    cfg, bundle_id = ctx.cfg, ctx.state["bundle_id"]
+    path = registry.find_bundle(cfg.registry, bundle_id)  # a candidate, or published by an earlier deploy
+    with contextlib.ExitStack() as stack:  # the replay's online store, removed after the gates
+        results = _gate_results(ctx, stack, path)
     write_gate_report(path, [r.to_json() for r in results])
     record_gates(cfg.warehouse, ctx.run_id, bundle_id, [r.to_json() for r in results])
     ctx.state["gate_results"] = results

@@ -1,6 +1,6 @@
 """The pipeline's stages, as an explicit registry: name, what it reads, what it writes, function.
 
-    demo_data -> parse -> ingest -> dbt_build -> dbt_test -> freshness -> validate -> publish -> monitor
+    demo_data -> parse -> ingest -> dbt_build -> dbt_test -> freshness -> validate -> publish -> materialize -> monitor
         -> retrain_policy -> train -> evaluate -> gates -> deploy
 
 dbt builds into audit schemas; ``validate`` records every check and halts on a failed
@@ -31,6 +31,7 @@ from orchestration.dbt import run_dbt
 from orchestration.faults import pause_point
 from orchestration.errors import DbtError, PublishError, StageError, ValidationError
 from orchestration.ingest import ingest, partition_files, raw_relation
+from orchestration.materialize import materialize
 from training import dbt_manifest
 from training.data import SplitBoundaries, check_feature_availability, read_features, to_dataset
 
@@ -284,8 +285,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("publish", "copy the audited tables to the schemas consumers read (write-audit-publish)",
           ("manifest", "spec", "split", "build_results", "build_manifest"), ("fingerprint",), _publish,
           effects=("published schemas", "validation.publications")),
+    Stage("materialize", "load landed events into the online store (entity state for serving), partition by partition",
+          ("raw_partitions", "fingerprint"), (), materialize, covered=("manifest",),
+          sources=("online_store",), config=("online_store",), effects=("online store",)),
     Stage("monitor", "dbt monitoring models (drift, volume, scores, performance), malformed log lines, replay audit",
-          ("split", "fingerprint"), ("monitoring",), monitoring_stages.monitor, covered=("manifest",),
+          ("split", "fingerprint"), ("monitoring",), monitoring_stages.monitor, covered=("manifest", "spec"),
           sources=("dbt_monitoring", "prediction_logs"), config=("monitoring",),
           effects=("monitoring schema", "validation.alerts")),
     Stage("retrain_policy", "decide whether train..deploy run: drift, performance, new labels, model age, no champion",
@@ -296,11 +300,11 @@ STAGES: tuple[Stage, ...] = (
           when=monitoring_stages.policy_holds),
     Stage("evaluate", "compile the serving SQL, refuse unservable features, write the candidate bundle",
           ("trained", "data", "feature_lineage", "spec", "input_schema", "fingerprint", "split", "dbt_vars"),
-          ("bundle_id", "metrics", "snapshots"), _evaluate, covered=("manifest",),
+          ("bundle_id", "metrics", "states"), _evaluate, covered=("manifest",),
           config=("dbt", "parity", "split", *_MODEL_CONFIG), effects=("registry candidates",),
           when=monitoring_stages.policy_holds),
     Stage("gates", "parity, export, metrics, slices, size, latency, no regression vs champion: all must pass",
-          ("trained", "data", "spec", "split", "input_schema", "bundle_id", "snapshots"),
+          ("trained", "data", "spec", "split", "input_schema", "bundle_id", "states"),
           ("gate_results",), _gates, config=("gates", "parity", "seed", "task"),
           effects=("gate report", "ml.gate_results"), when=monitoring_stages.policy_holds),
     Stage("deploy", "publish the candidate and make it the champion (atomic pointer swap)",

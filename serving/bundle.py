@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from serving.errors import BundleError
 from serving.onnx_scan import check_no_external_data
+from serving.store.spec import EntitySpec
 
 FORMAT_VERSION = 2
 """2: fused.onnx takes timestamps as int64 microseconds and returns an "unsure" mask."""
@@ -81,8 +82,8 @@ class BundleManifest:
     """Data fingerprint, dbt manifest hash, code and package versions, config, seed."""
     gates: list[dict[str, Any]] = field(default_factory=list)
     """Gate results recorded when the bundle was evaluated."""
-    entity_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Frozen entity-state table -> {"key": ..., "state_at": ISO time the state holds as of}."""
+    entity_state: tuple[EntitySpec, ...] = ()
+    """Entities whose state serving reads from the online store (declared in dbt); none are frozen here."""
     fused: dict[str, Any] | None = None
     """{"file": "fused.onnx", "inputs": [raw field names]} when the feature SQL compiled to ONNX."""
     fused_refused: str | None = None
@@ -101,7 +102,7 @@ class BundleManifest:
             "metrics": self.metrics,
             "lineage": self.lineage,
             "gates": self.gates,
-            "entity_snapshots": self.entity_snapshots,
+            "entity_state": [e.to_json() for e in self.entity_state],
             "fused": self.fused,
             "fused_refused": self.fused_refused,
         }
@@ -130,7 +131,7 @@ class BundleManifest:
                 metrics=dict(data.get("metrics", {})),
                 lineage=dict(data.get("lineage", {})),
                 gates=list(data.get("gates", [])),
-                entity_snapshots=dict(data.get("entity_snapshots", {})),
+                entity_state=tuple(EntitySpec.from_json(e, str(where)) for e in data.get("entity_state", [])),
                 fused=data.get("fused"),
                 fused_refused=data.get("fused_refused"),
             )

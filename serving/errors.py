@@ -36,3 +36,8 @@ class InputValidationError(ValueError):
         shown = "; ".join(str(p) for p in problems[:limit])
         more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
         super().__init__(f"{len(problems)} invalid field(s): {shown}{more}")
+
+
+class FeatureComputationError(ValueError):
+    """The feature SQL raises for these records (DuckDB's own error: a value out of a cast's range,
+    the logarithm of zero...), as the warehouse's build would for such data. Nothing was scored."""

@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from serving.errors import BundleError
+from serving.errors import BundleError, FeatureComputationError
 
 DUCKDB_LOCKDOWN = {
     "enable_external_access": False,
@@ -61,14 +61,23 @@ class FeatureEngine:
             cur = self._local.cursor = self._db.cursor()
         return cur
 
-    def features_table(self, request: pa.Table) -> pa.Table:
-        """Run the feature SQL; one output row per request row, in request order."""
+    def features_table(self, request: pa.Table, relations: dict[str, pa.Table] | None = None) -> pa.Table:
+        """Run the feature SQL; one output row per request row, in request order. ``relations``:
+        the request's entity events (``serving.entity_state``), registered beside it."""
         cur = self.cursor()
         cur.register("request", request)
+        for name, table in (relations or {}).items():
+            cur.register(name, table)
         try:
             result = cur.execute(self._sql).fetch_arrow_table()
+        except (duckdb.ConversionException, duckdb.OutOfRangeException, duckdb.InvalidInputException) as exc:
+            raise FeatureComputationError(
+                f"the features cannot be computed for these records: {str(exc).splitlines()[0]}. The feature SQL "
+                "raises for them as the warehouse would; check the values (amounts past DECIMAL(18,2), say)") from exc
         finally:
             cur.unregister("request")
+            for name in relations or {}:
+                cur.unregister(name)
         if result.num_rows != request.num_rows:
             raise BundleError(
                 f"feature SQL returned {result.num_rows} rows for {request.num_rows} records; "

@@ -73,16 +73,24 @@ def _encode_small(column: pa.ChunkedArray, field: InputField) -> np.ndarray:
 class FusedRunner:
     """ONNX Runtime session over a fused model. Thread-safe (ONNX Runtime sessions are)."""
 
-    def __init__(self, session: ort.InferenceSession, inputs: Sequence[InputField]) -> None:
+    def __init__(self, session: ort.InferenceSession, inputs: Sequence[InputField],
+                 event_inputs: Sequence[str] = ()) -> None:
         self._session = session
         self._inputs = tuple(inputs)
+        self.event_inputs = tuple(event_inputs)
+        """Inputs holding each row's entity events ([N, K], see ``serving.entity_state``)."""
         names = [o.name for o in session.get_outputs()]
         missing = [n for n in (FEATURES_OUTPUT, UNSURE_OUTPUT) if n not in names]
         if missing:
             raise ValueError(f"fused model has no {missing} output(s) (outputs: {names}); rebuild the bundle")
         self._outputs = [FEATURES_OUTPUT, UNSURE_OUTPUT, names[-1]]
 
-    def run(self, request: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(features float32 [N, F], the model's last output, unsure bool [N]) for a validated request."""
-        features, unsure, output = self._session.run(self._outputs, encode_inputs(request, self._inputs))
+    def run(self, request: pa.Table, events: dict[str, np.ndarray] | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features float32 [N, F], the model's last output, unsure bool [N]) for a validated
+        request and its entity events."""
+        feeds = encode_inputs(request, self._inputs)
+        if events:
+            feeds.update(events)
+        features, unsure, output = self._session.run(self._outputs, feeds)
         return features, np.asarray(output), np.asarray(unsure, dtype=np.bool_)

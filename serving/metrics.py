@@ -18,8 +18,10 @@ from typing import Any
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 ERROR_KINDS = ("invalid_json", "invalid_input", "body_too_large", "too_many_records", "not_found",
-               "method_not_allowed", "internal", "prediction_log")
+               "method_not_allowed", "internal", "prediction_log", "store_unavailable")
 RELOAD_OUTCOMES = ("swapped", "refused")
+STATE_OUTCOMES = ("recorded", "duplicate", "stale", "implausible")
+"""What writing a scored record into the online store did (``serving.store.RecordOutcome``)."""
 
 
 def _escape(value: str) -> str:
@@ -48,13 +50,16 @@ class _Counts:
         self.latency: dict[str, _Histogram] = defaultdict(_Histogram)
         self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self.reloads: dict[str, int] = dict.fromkeys(RELOAD_OUTCOMES, 0)
+        self.state_events: dict[str, int] = dict.fromkeys(STATE_OUTCOMES, 0)
         self.predictions = 0
+        self.fallback_rows = 0
 
     def state(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return {"requests": [[r, m, s, n] for (r, m, s), n in self.requests.items()],
                 "latency": {r: {"counts": list(h.counts), "total": h.total} for r, h in self.latency.items()},
-                "errors": dict(self.errors), "reloads": dict(self.reloads), "predictions": self.predictions}
+                "errors": dict(self.errors), "reloads": dict(self.reloads), "predictions": self.predictions,
+                "state_events": dict(self.state_events), "fallback_rows": self.fallback_rows}
 
     def add(self, state: dict[str, Any]) -> None:
         """Add another process's ``state()``."""
@@ -68,7 +73,10 @@ class _Counts:
             self.errors[kind] = self.errors.get(kind, 0) + n
         for outcome, n in state["reloads"].items():
             self.reloads[outcome] = self.reloads.get(outcome, 0) + n
+        for outcome, n in state.get("state_events", {}).items():
+            self.state_events[outcome] = self.state_events.get(outcome, 0) + n
         self.predictions += state["predictions"]
+        self.fallback_rows += state.get("fallback_rows", 0)
 
 
 class ServerMetrics:
@@ -90,9 +98,16 @@ class ServerMetrics:
         with self._lock:
             self._counts.errors[kind] = self._counts.errors.get(kind, 0) + 1
 
-    def count_predictions(self, records: int) -> None:
+    def count_predictions(self, records: int, fallback_rows: int = 0, recorded: Any = None) -> None:
+        """``fallback_rows``: records the fused graph left to the SQL path; ``recorded``: the
+        ``RecordOutcome`` of writing them into the online store."""
         with self._lock:
             self._counts.predictions += records
+            self._counts.fallback_rows += fallback_rows
+            if recorded is not None:
+                for outcome, n in (("recorded", recorded.recorded), ("duplicate", recorded.duplicates),
+                                   ("stale", recorded.stale), ("implausible", recorded.implausible)):
+                    self._counts.state_events[outcome] += n
 
     def model_loaded(self, model_id: str) -> None:
         with self._lock:
@@ -109,9 +124,8 @@ class ServerMetrics:
         with self._lock:
             return self._counts.state()
 
-    def render(self, snapshot_ages: dict[str, float] | None = None, peers: Sequence[dict[str, Any]] = ()) -> str:
-        """The exposition text; ``snapshot_ages`` (entity snapshot -> seconds) is read at scrape time,
-        ``peers`` are the other worker processes' ``state()``, added to this one's counts."""
+    def render(self, peers: Sequence[dict[str, Any]] = ()) -> str:
+        """The exposition text; ``peers`` are the other worker processes' ``state()``, added to this one's counts."""
         with self._lock:
             counts = _Counts()
             counts.add(self._counts.state())
@@ -121,11 +135,6 @@ class ServerMetrics:
         lines = _lines(counts, *model)
         lines += ["# HELP serving_workers Worker processes whose counts these metrics add up.",
                   "# TYPE serving_workers gauge", f"serving_workers {1 + len(peers)}"]
-        if snapshot_ages:
-            lines += ["# HELP serving_entity_snapshot_age_seconds Age of each frozen entity snapshot: how stale the "
-                      "entity features served now are.",
-                      "# TYPE serving_entity_snapshot_age_seconds gauge"]
-            lines += [f"serving_entity_snapshot_age_seconds{_labels(table=t)} {age!r}" for t, age in sorted(snapshot_ages.items())]
         return "\n".join(lines) + "\n"
 
 
@@ -154,6 +163,14 @@ def _lines(counts: _Counts, model_id: str, model_loaded_at: float, last_refused:
     out += ["# HELP serving_predictions_total Records scored and logged.",
             "# TYPE serving_predictions_total counter",
             f"serving_predictions_total {counts.predictions}",
+            "# HELP serving_sql_fallback_rows_total Records the fused graph marked unsure, scored by the SQL path.",
+            "# TYPE serving_sql_fallback_rows_total counter",
+            f"serving_sql_fallback_rows_total {counts.fallback_rows}",
+            "# HELP serving_state_events_total Scored records written to the online store, by outcome (duplicate: "
+            "already held; stale, implausible: time out of bounds, not written).",
+            "# TYPE serving_state_events_total counter"]
+    out += [f"serving_state_events_total{_labels(outcome=o)} {n}" for o, n in sorted(counts.state_events.items())]
+    out += [
             "# HELP serving_model_info The model being served (value 1) by the worker that answered, labelled with its bundle id.",
             "# TYPE serving_model_info gauge",
             f"serving_model_info{_labels(model_id=model_id)} 1",

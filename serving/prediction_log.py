@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -67,17 +68,21 @@ def _logged_at() -> str:
 
 
 def log_line(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
-              outputs: Sequence[Mapping[str, Any]]) -> bytes:
+              outputs: Sequence[Mapping[str, Any]], features: Sequence[Sequence[float | None]] | None = None) -> bytes:
     """One JSON line for the request: ``request_id``, ``logged_at``, ``model_id``, ``records`` (the
     raw fields exactly as received, timestamps as strings, so monitoring sees what clients sent)
-    and ``predictions`` (the model's outputs, record for record: ``score`` and ``label`` for
-    binary models; ``label`` and ``probabilities`` for multiclass; ``prediction`` for regression).
+    ``predictions`` (the model's outputs, record for record: ``score`` and ``label`` for
+    binary models; ``label`` and ``probabilities`` for multiclass; ``prediction`` for regression)
+    and ``features`` (the float32 feature vector each prediction used, model order, NaN as null),
+    which monitoring compares with the warehouse's point-in-time features once the events land.
 
     This is the reference encoder (the standard library's); ``encode_log_line`` writes the same
     values faster. A non-finite output raises ``ValueError``: JSON has no NaN.
     """
     line = {"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id,
             "records": list(records), "predictions": list(outputs)}
+    if features is not None:
+        line["features"] = [[None if v is None or not math.isfinite(v) else v for v in row] for row in features]
     return _stdlib_json(line) + b"\n"
 
 
@@ -115,7 +120,10 @@ def encode_log_line(request_id: str, model_id: str, records: bytes, predictions:
     """
     outputs = predictions.to_json()  # raises on a non-finite score
     head = orjson.dumps({"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id})[:-1]
-    return b"".join((head, b',"records":', records, b',"predictions":', outputs, b"}\n"))
+    if predictions.features is None:
+        return b"".join((head, b',"records":', records, b',"predictions":', outputs, b"}\n"))
+    features = orjson.dumps(predictions.features, option=orjson.OPT_SERIALIZE_NUMPY)  # NaN and inf as null
+    return b"".join((head, b',"records":', records, b',"predictions":', outputs, b',"features":', features, b"}\n"))
 
 
 def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
@@ -133,8 +141,10 @@ def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
                 yield request
                 continue
             head = {k: request[k] for k in ("request_id", "logged_at", "model_id")}
-            for i, (inputs, output) in enumerate(zip(request["records"], request["predictions"], strict=True)):
-                yield {**head, "record_index": i, "inputs": inputs, **output}
+            features = request.get("features") or [None] * len(request["records"])
+            for i, (inputs, output, used) in enumerate(zip(request["records"], request["predictions"], features,
+                                                           strict=True)):
+                yield {**head, "record_index": i, "inputs": inputs, **output, **({"features": used} if used else {})}
 
 
 class PredictionLog:

@@ -22,6 +22,7 @@ from serving.errors import BundleError, RegistryError
 from serving.metrics import ServerMetrics
 from serving.predictor import Predictor
 from serving.registry import bundles_dir, read_champion
+from serving.store import OnlineStore, StoreUnavailable
 
 log = logging.getLogger("serving.reload")
 
@@ -34,16 +35,22 @@ def example_record(fields: tuple[InputField, ...]) -> dict[str, Any]:
 
 
 def warm_up(predictor: Predictor) -> None:
-    """Score one record so DuckDB and ONNX Runtime allocate before real traffic; raise BundleError if it fails."""
+    """Score one record so DuckDB and ONNX Runtime allocate before real traffic (recording nothing
+    in the online store); raise BundleError if it fails."""
     try:
-        predictor.predict([example_record(predictor.manifest.input_schema)])
+        predictor.predict([example_record(predictor.manifest.input_schema)], record=False)
+    except StoreUnavailable as exc:  # the model is fine; /ready says the store is not, and /predict answers 503
+        log.warning("warm-up could not read entity state, the online store is unavailable: %s", exc)
     except Exception as exc:  # any failure here means the bundle cannot serve
         raise BundleError(f"{predictor.bundle.path}: warm-up prediction failed: {exc}") from exc
 
 
-def load_warm(path: Path, expected_schema: tuple[InputField, ...] | None = None, feature_path: str = "auto") -> Predictor:
-    """Load a bundle, check its input schema against ``expected_schema``, and warm it up."""
-    predictor = Predictor(load_bundle(path), path=feature_path)
+def load_warm(path: Path, expected_schema: tuple[InputField, ...] | None = None, feature_path: str = "auto",
+              store: OnlineStore | None = None) -> Predictor:
+    """Load a bundle, check its input schema against ``expected_schema``, and warm it up.
+    ``store``: the server's online store, shared by every model it loads (entity state is data,
+    not model: a new champion reads the same state)."""
+    predictor = Predictor(load_bundle(path), path=feature_path, store=store)
     try:
         schema = predictor.manifest.input_schema
         if expected_schema is not None and schema != expected_schema:
@@ -106,9 +113,10 @@ class ChampionWatcher:
     """Polls ``<registry>/champion.json`` and swaps in each new champion that loads and warms up."""
 
     def __init__(self, registry: Path, holder: ModelHolder, metrics: ServerMetrics, interval_s: float,
-                 feature_path: str = "auto") -> None:
+                 feature_path: str = "auto", store: OnlineStore | None = None) -> None:
         self._registry = registry
         self._feature_path = feature_path
+        self._store = store
         self._holder = holder
         self._metrics = metrics
         self._interval_s = interval_s
@@ -128,7 +136,8 @@ class ChampionWatcher:
         if not bundle_id or bundle_id == current.model_id or bundle_id in self._refused:
             return None
         try:
-            fresh = load_warm(bundles_dir(self._registry) / bundle_id, current.manifest.input_schema, self._feature_path)
+            fresh = load_warm(bundles_dir(self._registry) / bundle_id, current.manifest.input_schema, self._feature_path,
+                              self._store)
         except Exception as exc:  # a candidate is untrusted input: whatever breaks, the old model keeps serving
             self._refused.add(bundle_id)
             self._metrics.reload("refused", bundle_id)

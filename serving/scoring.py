@@ -40,6 +40,8 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Predictions] | None
     """None when scored in the event loop (no scoring threads)."""
+    record: bool = True
+    """Write the scored records into the online store (the client may, see ``serving.auth``)."""
 
 
 def _resolve(future: asyncio.Future[Predictions] | None, result: Predictions | BaseException) -> None:
@@ -81,20 +83,21 @@ class BatchingScorer:
         for t in self._threads:
             t.join(timeout=30)
 
-    async def score(self, request: pa.Table, records: bytes, request_id: str) -> Predictions:
+    async def score(self, request: pa.Table, records: bytes, request_id: str, record: bool = True) -> Predictions:
         """Score and log one validated request (``records``: its records as a JSON array, see
         ``serving.prediction_log.records_json``); raises what scoring or logging raised."""
         loop = asyncio.get_running_loop()
         if not self._threads:  # scored here, in the event loop: no hand-off between threads
-            result = self._outcomes([_Job(request, records, request_id, loop, None)])[0]
+            result = self._outcomes([_Job(request, records, request_id, loop, None, record)])[0]
             if isinstance(result, BaseException):
                 raise result
             return result
         future: asyncio.Future[Predictions] = loop.create_future()
-        self._queue.put(_Job(request, records, request_id, loop, future))
+        self._queue.put(_Job(request, records, request_id, loop, future, record))
         return await future
 
-    def _take_batch(self, first: _Job) -> tuple[list[_Job], bool]:
+    def _take_batch(self, first: _Job) -> tuple[list[list[_Job]], bool]:
+        """Queued jobs up to the batch size, in groups that record alike (one scoring call each)."""
         jobs, rows, stop = [first], first.request.num_rows, False
         while rows < self._max_batch_records:
             try:
@@ -106,13 +109,15 @@ class BatchingScorer:
                 break
             jobs.append(job)
             rows += job.request.num_rows
-        return jobs, stop
+        groups = [[j for j in jobs if j.record], [j for j in jobs if not j.record]]
+        return [g for g in groups if g], stop
 
     def _work(self) -> None:
         while (first := self._queue.get()) is not None:
-            jobs, stop = self._take_batch(first)
-            for job, result in zip(jobs, self._outcomes(jobs)):
-                job.loop.call_soon_threadsafe(_resolve, job.future, result)
+            groups, stop = self._take_batch(first)
+            for jobs in groups:
+                for job, result in zip(jobs, self._outcomes(jobs)):
+                    job.loop.call_soon_threadsafe(_resolve, job.future, result)
             if stop:
                 return
 
@@ -126,8 +131,8 @@ class BatchingScorer:
     def _score(self, jobs: list[_Job]) -> list[Predictions | BaseException]:
         try:
             with self._holder.lease() as predictor:
-                scored = predictor.predict_request(_merged(jobs))
-        except Exception as exc:  # a genuine server fault; every request in the batch reports it
+                scored = predictor.predict_request(_merged(jobs), record=jobs[0].record)
+        except Exception as exc:  # a store that is down, or a genuine server fault: every request reports it
             return [exc] * len(jobs)
         results, lines, start = [], [], 0
         for job in jobs:
@@ -141,5 +146,5 @@ class BatchingScorer:
             self._metrics.count_error("prediction_log")
             failure = PredictionLogFailed(f"could not append to the prediction log {self._log.path}: {exc}")
             return [failure] * len(jobs)
-        self._metrics.count_predictions(start)
+        self._metrics.count_predictions(start, scored.fallback_rows, scored.recorded)
         return results

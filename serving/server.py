@@ -31,10 +31,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.bundle import InputField
-from serving.errors import BundleError, InputValidationError, RegistryError
+from serving.errors import BundleError, FeatureComputationError, InputValidationError, RegistryError
 from serving.metrics import CONTENT_TYPE, ServerMetrics
 from serving.prediction_log import PredictionLog, PredictionLogOptions, records_json
+from serving.predictor import default_store_url
 from serving.registry import resolve_bundle_path
+from serving.store import StoreSchemaError, StoreUnavailable, open_store
 from serving.reload import ChampionWatcher, ModelHolder, load_warm
 from serving.schema import BatchBodyDecoder
 from serving.scoring import BatchingScorer
@@ -70,6 +72,11 @@ class ServerSettings:
     """``auto`` (the fused model when its parity gate passed, else the SQL path), ``sql`` or ``fused``."""
     metrics_exchange: Path | None = None
     """Folder where worker processes share their metric counts (set by ``--workers``; see ``serving.workers``)."""
+    store: str | None = None
+    """The online store of entity state (``embedded:<folder>`` or ``redis://host:port/db``); by default
+    the embedded store beside the registry (``<artifacts>/online_store``), where the pipeline loads it."""
+    record: bool = True
+    """Write every scored record into the online store (write-through)."""
 
 
 SETTINGS_ENV = "SERVE_MODEL_SETTINGS"
@@ -330,7 +337,9 @@ class PredictFastPath:
 def create_app(settings: ServerSettings) -> PredictFastPath:
     """Build the app. The model is loaded and warmed up here; threads start with the server."""
     source = Path(settings.model_source)
-    first = load_warm(resolve_bundle_path(source), feature_path=settings.feature_path)
+    first_path = resolve_bundle_path(source)
+    store = open_store(settings.store or default_store_url(first_path))
+    first = load_warm(first_path, feature_path=settings.feature_path, store=store)
     holder = ModelHolder(first)
     metrics = ServerMetrics()
     metrics.model_loaded(first.model_id)
@@ -344,7 +353,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
         prediction_log = PredictionLog(settings.prediction_log)
         scorer = BatchingScorer(holder, prediction_log, metrics, threads=settings.scoring_threads,
                                 max_batch_records=settings.max_batch_records)
-        watcher = ChampionWatcher(source, holder, metrics, settings.reload_interval_s, settings.feature_path)
+        watcher = ChampionWatcher(source, holder, metrics, settings.reload_interval_s, settings.feature_path, store)
         scorer.start()
         if is_registry and settings.reload_interval_s > 0:
             watcher.start()
@@ -358,6 +367,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             watcher.stop()
             scorer.stop()
             prediction_log.close()
+            store.close()
             if exchange is not None:
                 exchange.stop()
 
@@ -368,10 +378,15 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
     def health() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/ready", summary="Readiness: a model is loaded, warmed up, and scoring threads run")
+    @app.get("/ready", summary="Readiness: a model is loaded and warmed up, scoring threads run, the online store answers")
     def ready() -> JSONResponse:
         if not state["ready"]:
             return _error(503, "model not loaded or warm-up not passed yet")
+        if holder.current.store is not None:
+            try:
+                holder.current.store.ping()
+            except StoreUnavailable as exc:
+                return _error(503, f"{exc}; records cannot be scored without their entity state")
         return AsciiJSONResponse({"status": "ready", "model_id": holder.current.model_id})
 
     @app.get("/metadata", summary="The served model: id, features, input schema, metrics and gate results")
@@ -380,7 +395,9 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
         m = current.manifest
         return AsciiJSONResponse({
             "model_id": m.bundle_id, "task": m.task, "features": list(m.feature_names),
-            "feature_path": current.feature_path, "snapshot_age_seconds": current.snapshot_age_seconds(),
+            "feature_path": current.feature_path,
+            "online_store": None if current.store is None else current.store.url,
+            "entity_state": [e.to_json() for e in m.entity_state],
             "input_schema": [f.__dict__ for f in m.input_schema], "threshold": m.threshold,
             "metrics": m.metrics, "gates": m.gates, "lineage": m.lineage,
         })
@@ -388,7 +405,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
     @app.get("/metrics", summary="Prometheus metrics (text format 0.0.4)")
     def metrics_() -> Response:
         peers = exchange.peers() if exchange is not None else []
-        return Response(metrics.render(holder.current.snapshot_age_seconds(), peers), media_type=CONTENT_TYPE)
+        return Response(metrics.render(peers), media_type=CONTENT_TYPE)
 
     batch_decoder = BatchBodyDecoder(schema)  # hot reload keeps the input schema, so one decoder serves
 
@@ -426,7 +443,15 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
         if not isinstance(request, _Validated):
             return request
         request_id = given_request_id if _REQUEST_ID.fullmatch(given_request_id) else uuid.uuid4().hex
-        result = await state["scorer"].score(request.table, request.records, request_id)
+        try:
+            result = await state["scorer"].score(request.table, request.records, request_id, settings.record)
+        except FeatureComputationError as exc:
+            metrics.count_error("invalid_input")
+            return _error_bytes(422, str(exc))
+        except StoreUnavailable as exc:
+            metrics.count_error("store_unavailable")
+            return _error_bytes(503, f"{exc}; the record was not scored (its entity state cannot be read). "
+                                     "Retry when /ready answers 200.")
         payload: dict[str, Any] = {"model_id": result.model_id, "request_id": request_id}
         if request.single:
             payload.update(result.to_records()[0])
@@ -467,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"--workers as many as the cores (default: {ServerSettings.scoring_threads})")
     parser.add_argument("--path", choices=("auto", "sql", "fused"), default="auto",
                         help="how features are computed: the fused ONNX model when verified (auto), or always sql/fused")
+    parser.add_argument("--store", default=None,
+                        help="online store of entity state: embedded:<folder> or redis://host:port/db "
+                             "(default: the embedded store beside the registry, <artifacts>/online_store)")
+    parser.add_argument("--no-record", action="store_true",
+                        help="score without writing the scored records into the online store")
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes on the port, each with its own model, scoring threads and prediction-log "
                              "files; /metrics adds up all of them (default: 1)")
@@ -483,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         reload_interval_s=args.reload_interval,
         scoring_threads=args.scoring_threads,
         feature_path=args.path,
+        store=args.store,
+        record=not args.no_record,
     )
     # httptools and uvloop (C parser and event loop) instead of the pure-Python defaults: less
     # of the server's own time per request, which for one record is most of it.
@@ -494,8 +526,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             # Each worker loads the model after the spawn; loading it once here first makes a bad
             # bundle one clear error rather than N workers failing one after another.
-            load_warm(resolve_bundle_path(settings.model_source), feature_path=settings.feature_path).close()
-    except (BundleError, RegistryError) as exc:
+            path = resolve_bundle_path(settings.model_source)
+            checked_store = open_store(settings.store or default_store_url(path))
+            try:
+                load_warm(path, feature_path=settings.feature_path, store=checked_store).close()
+            finally:
+                checked_store.close()
+    except (BundleError, RegistryError, StoreUnavailable, StoreSchemaError, ValueError) as exc:
         print(f"serve-model: cannot load the model: {exc}", file=sys.stderr)
         return 2
     if args.workers == 1:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from serving.bundle import InputField
+from serving.errors import BundleError
+from serving.store.spec import EntitySpec
 from training.errors import FeatureSpecError
 
 DBT_TO_INPUT_TYPE = {
@@ -143,37 +145,37 @@ def fitted_state_relations(manifest: dict[str, Any]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class EntitySnapshot:
-    """A fitted-state model that serving looks entities up in (``meta.entity_snapshot``)."""
+class EntityStateModel:
+    """A point-in-time state model with ``meta.entity_state``: the entity serving keeps in the
+    online store, and where the warehouse holds its events and its state at each event."""
 
+    spec: EntitySpec
+    """What the store holds and the bundle declares (serving.store.spec)."""
     model: str
-    """Snapshot model name, also the relation name in the serving SQL."""
-    key: str
-    """Entity key column of the snapshot (joined to the staged request)."""
-    raw_key_field: str
-    """Raw input field that becomes ``key`` after staging."""
-    state_at_event_relation: str
-    """``schema.table`` of the point-in-time state: the snapshot's columns plus ``event_key``."""
-    event_key: str
-    """Key of the state-at-event model, equal to the features mart's key."""
+    """The state model (one row per event: the state just before it)."""
+    state_relation: str
+    """``schema.table`` of the state model."""
+    events_relation: str
+    """``schema.table`` of ``events_model``: the landed events, raw fields, one row per event."""
 
 
-def entity_snapshots(manifest: dict[str, Any]) -> tuple[EntitySnapshot, ...]:
+def entity_states(manifest: dict[str, Any]) -> tuple[EntityStateModel, ...]:
+    """Every model that declares ``meta.entity_state`` (see models/marts/ml/_ml__models.yml)."""
     models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
     found = []
     for name, node in sorted(models.items()):
-        meta = (node["config"].get("meta") or {}).get("entity_snapshot")
+        meta = (node["config"].get("meta") or {}).get("entity_state")
         if not meta:
             continue
+        where = f"model {name!r}, meta.entity_state"
         try:
-            at_event = models[meta["state_at_event_model"]]
-            found.append(EntitySnapshot(
-                model=name, key=meta["key"], raw_key_field=meta["raw_key_field"],
-                state_at_event_relation=f"{at_event['schema']}.{at_event['alias']}", event_key=meta["event_key"],
-            ))
-        except KeyError as exc:
-            raise FeatureSpecError(
-                f"model {name!r}: meta.entity_snapshot needs key, raw_key_field, state_at_event_model "
-                f"(an existing model) and event_key; missing or unknown {exc}"
-            ) from exc
+            spec = EntitySpec.from_json(meta, where)
+        except BundleError as exc:
+            raise FeatureSpecError(str(exc)) from exc
+        events = models.get(meta.get("events_model", ""))
+        if events is None:
+            raise FeatureSpecError(f"{where}: events_model {meta.get('events_model')!r} is not a model of the project; "
+                                   "name the model that holds the landed events' raw fields")
+        found.append(EntityStateModel(spec, name, f"{node['schema']}.{node['alias']}",
+                                      f"{events['schema']}.{events['alias']}"))
     return tuple(found)

@@ -17,7 +17,10 @@ import pyarrow as pa
 from serving.bundle import Bundle
 from serving.features import FeatureEngine
 from serving.fused import FusedRunner
-from serving.predictor import Predictor, _session
+from serving.entity_state import EntityState
+from serving.errors import FeatureComputationError
+from serving.predictor import ModelScorer, _session
+from serving.store import OnlineStore
 from serving.schema import arrow_to_request_table
 
 FEATURE_RTOL = 1e-6
@@ -27,6 +30,7 @@ PROBABILITY_ATOL = 1e-5
 REGRESSION_RTOL = 1e-5
 """Regression predictions can be in the thousands: compared relatively (to max(1, |y|))."""
 SHOWN = 3
+BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -48,52 +52,77 @@ class FusedVerdict:
                 "tolerance": self.tolerance, "detail": self.detail}
 
 
-def _sql_features(bundle: Bundle, request: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """The SQL path's feature matrix and a mask of rows DuckDB raised an error for (NaN there)."""
-    engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names)
+def _sql_features(engine: FeatureEngine, request: pa.Table, relations: dict[str, pa.Table] | None,
+                  width: int) -> np.ndarray | None:
+    """The SQL path's feature matrix, or None when DuckDB raises for the request (then the
+    production path answers the whole request with that error, 422)."""
     try:
-        try:
-            return engine.feature_matrix(engine.features_table(request)), np.zeros(request.num_rows, dtype=bool)
-        except duckdb.Error:
-            width = len(bundle.manifest.feature_names)
-            rows, errors = [], []
-            for i in range(request.num_rows):
-                try:
-                    rows.append(engine.feature_matrix(engine.features_table(request.slice(i, 1)))[0])
-                    errors.append(False)
-                except duckdb.Error:
-                    rows.append(np.full(width, np.nan, dtype=np.float32))
-                    errors.append(True)
-            return np.vstack(rows) if rows else np.zeros((0, width), np.float32), np.asarray(errors, dtype=bool)
+        return engine.feature_matrix(engine.features_table(request, relations))
+    except (duckdb.Error, FeatureComputationError):
+        return None
+
+
+def _both_paths(bundle: Bundle, runner: FusedRunner, batches: list[tuple[pa.Table, bool]],
+                store: OnlineStore | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, pa.Table]:
+    """Each batch through both paths on the same entity state; batches marked True are recorded
+    after (held-out events, in order), the others not (edge cases are hypothetical)."""
+    m = bundle.manifest
+    state = EntityState(m.entity_state, m.input_schema, store) if m.entity_state and store is not None else None
+    engine = FeatureEngine(bundle.serving_sql, bundle.tables, m.feature_names)
+    out: list[tuple[np.ndarray, ...]] = []
+    requests = []
+    try:
+        for raw, record in batches:
+            request = arrow_to_request_table(raw, m.input_schema)
+            if state is not None and (distinct := state.distinct(request)) is not None:
+                request = request.take(pa.array(distinct[0]))  # a re-sent event is scored once, as Predictor does
+            gathered = state.gather(request) if state else []
+            feeds = state.feeds(gathered, runner.event_inputs) if state else {}
+            fused_matrix, output, unsure = runner.run(request, feeds)
+            relations = state.tables(request, gathered) if state else None
+            sql_matrix = _sql_features(engine, request, relations, len(m.feature_names))
+            # DuckDB raises for the request: the fused graph must send some row to the SQL path,
+            # which then answers the request with DuckDB's error, as the SQL path alone would.
+            errors = np.full(request.num_rows, sql_matrix is None and not unsure.any(), dtype=bool)
+            if sql_matrix is None:
+                sql_matrix = np.full(fused_matrix.shape, np.nan, dtype=np.float32)
+                unsure = np.ones(request.num_rows, dtype=bool)  # nothing of this request is answered
+            if state is not None and record:
+                state.record(gathered)
+            out.append((fused_matrix, output, unsure, sql_matrix, errors))
+            requests.append(request)
     finally:
         engine.close()
+    parts = list(zip(*out))
+    return (*(np.concatenate(p) for p in parts), pa.concat_tables(requests))  # type: ignore[return-value]
 
 
-def verify_fused(bundle: Bundle, raw: pa.Table) -> FusedVerdict:
-    """Compare ``bundle``'s fused model with its SQL path on ``raw`` rows (raw input fields)."""
+def verify_fused(bundle: Bundle, replayed: pa.Table, edges: pa.Table | None = None,
+                 store: OnlineStore | None = None) -> FusedVerdict:
+    """Compare ``bundle``'s fused model with its SQL path: on ``replayed`` (held-out raw rows in
+    event order, recorded into ``store`` as served) and ``edges`` (edge cases, not recorded)."""
     assert bundle.fused_bytes is not None and bundle.manifest.fused is not None
     task = bundle.manifest.task
     tolerance = (f"relative {REGRESSION_RTOL:g} (regression)" if task == "regression"
                  else f"absolute {PROBABILITY_ATOL:g} (probabilities)")
-    request = arrow_to_request_table(raw, bundle.manifest.input_schema)
+    batches = [(replayed.slice(i, BATCH), True) for i in range(0, replayed.num_rows, BATCH)]
+    if edges is not None:  # one request each, so a case DuckDB refuses does not hide the others
+        batches.extend((edges.slice(i, 1), False) for i in range(edges.num_rows))
     try:
         inputs = {f.name: f for f in bundle.manifest.input_schema}
-        runner = FusedRunner(_session(bundle.fused_bytes, "fused.onnx"), [inputs[n] for n in bundle.manifest.fused["inputs"]])
-        fused_matrix, output, unsure = runner.run(request)
+        runner = FusedRunner(_session(bundle.fused_bytes, "fused.onnx"), [inputs[n] for n in bundle.manifest.fused["inputs"]],
+                             tuple(bundle.manifest.fused.get("event_inputs", ())))
+        fused_matrix, output, unsure, sql_matrix, errors, request = _both_paths(bundle, runner, batches, store)
     except Exception as exc:  # noqa: BLE001 (any failure to load or run switches the fused model off)
         return FusedVerdict(False, f"the fused graph does not load or run in ONNX Runtime: {str(exc)[:300]}")
-    sql_matrix, errors = _sql_features(bundle, request)
     if (missed := errors & ~unsure).any():
         i = int(np.flatnonzero(missed)[0])
-        return FusedVerdict(False, f"DuckDB raises an error for {int(missed.sum())} row(s) the fused graph answers "
+        return FusedVerdict(False, f"DuckDB raises an error for {int(missed.sum())} request row(s) the fused graph answers "
                                    f"(first: {request.slice(i, 1).to_pylist()[0]})", request.num_rows, int(unsure.sum()))
-    scorer = Predictor(bundle, path="sql")
-    try:
-        sure = ~unsure
-        sql_scores = scorer.score_matrix(sql_matrix[sure]) if sure.any() else np.zeros(0)
-        fused_scores = scorer._task_scores(output)[sure]  # noqa: SLF001 (the same task mapping as serving)
-    finally:
-        scorer.close()
+    scorer = ModelScorer(bundle)
+    sure = ~unsure
+    sql_scores = scorer.scores(sql_matrix[sure]) if sure.any() else np.zeros(0)
+    fused_scores = scorer.task_scores(output)[sure]
     names = bundle.manifest.feature_names
     same = np.isclose(fused_matrix[sure], sql_matrix[sure], rtol=FEATURE_RTOL, atol=FEATURE_RTOL, equal_nan=True) | (
         np.isinf(fused_matrix[sure]) & (fused_matrix[sure] == sql_matrix[sure]))

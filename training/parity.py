@@ -1,31 +1,33 @@
 """Prove that serving computes what the warehouse computed: the training/serving parity check.
 
-Held-out raw rows, exactly as they landed, go through the bundle's serving path (its compiled
-feature SQL in the serving DuckDB, then ONNX Runtime). For each row the serving SQL is given
-the entity state the warehouse used for that row (its point-in-time state, under a synthetic
-entity key), so the comparison isolates the feature logic: served features must equal the
-features mart row by row, and served scores must equal offline ONNX scores on the mart rows.
+Held-out raw rows, exactly as they landed, go through the bundle's serving path as production
+runs it: entity state from an online store built as of the start of the held-out window (every
+landed event before it), fed the held-out events in order, each one recorded after it is scored.
+Nothing is injected from the warehouse. The served features must equal the features mart's
+point-in-time rows, and the served scores the model's scores on those rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from serving.bundle import Bundle
-from serving.features import FeatureEngine
-from serving.predictor import Predictor
-from serving.schema import arrow_to_request_table
-from training.dbt_manifest import EntitySnapshot, FeatureSpec
+from serving.predictor import ModelScorer, Predictor
+from serving.store import OnlineStore
+from training.dbt_manifest import EntityStateModel, FeatureSpec
+from training.online import store_as_of
 
 FEATURE_RTOL = 1e-9
 SCORE_ATOL = 1e-6
 SHOWN_MISMATCHES = 5
+REPLAY_BATCH = 1000
+"""Records per request in the replay: a batch sees its earlier records as state, as one at a time would."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ class ParityReport:
 
     def describe(self) -> str:
         if self.passed:
-            return (f"parity passed on {self.rows} raw rows: features equal (rtol {self.feature_rtol:g}), "
-                    f"max score difference {self.max_score_diff:.2e} (tolerance {self.score_atol:g})")
+            return (f"parity passed on {self.rows} raw rows replayed through the online store: features equal "
+                    f"(rtol {self.feature_rtol:g}), max score difference {self.max_score_diff:.2e} "
+                    f"(tolerance {self.score_atol:g})")
         if self.rows and self.mismatched_rows == 0:
             return (f"parity FAILED on scores: features equal on all {self.rows} rows, but the largest score "
                     f"difference {self.max_score_diff:.2e} is over the tolerance {self.score_atol:g}")
@@ -73,81 +76,49 @@ class ParityReport:
                 f"(tolerance {self.score_atol:g}). First: {shown}")
 
 
-def _same(served: pa.ChunkedArray, warehouse: pa.ChunkedArray, rtol: float) -> np.ndarray:
-    """Elementwise equality with SQL null = null, floats within ``rtol``."""
-    s = served.to_numpy(zero_copy_only=False).astype(np.float64)
-    w = warehouse.to_numpy(zero_copy_only=False).astype(np.float64)
-    return np.isclose(s, w, rtol=rtol, atol=0.0, equal_nan=True) | (np.isinf(s) & (s == w))
-
-
-def _state_per_row(warehouse: Path, snapshot: EntitySnapshot, keys: pa.Array,
-                   snapshot_schema: pa.Schema) -> tuple[pa.Table, list[str]]:
-    """The warehouse's point-in-time state of each row, keyed by a synthetic entity id."""
-    synthetic = [f"parity{i:09d}" for i in range(len(keys))]
-    lookup = pa.table({"__event_key": keys, "__synthetic": pa.array(synthetic)})
-    columns = ", ".join(f's."{c}"' for c in snapshot_schema.names if c != snapshot.key)
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        con.register("lookup", lookup)
-        state = con.execute(
-            f'select l.__synthetic as "{snapshot.key}", {columns} from lookup l '
-            f'left join {snapshot.state_at_event_relation} s on s."{snapshot.event_key}" = l.__event_key'
-        ).fetch_arrow_table()
-    return state.cast(snapshot_schema), synthetic
-
-
 @dataclass(frozen=True)
-class PointInTimeServing:
-    """Raw rows served by a bundle, each with the entity state the warehouse had for it."""
+class Replayed:
+    """Raw rows served by a bundle in event order, with state from the online store."""
 
     keys: pa.Array
-    """The features mart key of each row (from the serving SQL's passthrough), in row order."""
-    features: pa.Table
-    """The serving SQL's output."""
+    """The features mart key of each row (the serving SQL's passthrough), in row order."""
     matrix: np.ndarray
-    """Features in model order, float32, as the model receives them."""
+    """The features the model scored, float32, in row order."""
+    scores: np.ndarray
+    """The served scores (``Predictions.scores``), in row order."""
 
 
-def serve_point_in_time(bundle: Bundle, raw: pa.Table, warehouse: Path, key: str,
-                        snapshots: tuple[EntitySnapshot, ...]) -> PointInTimeServing:
-    """Run ``raw`` rows through the bundle's serving SQL with point-in-time entity state.
-
-    A first pass reads each row's key; then each row's user (or other entity) is replaced by a
-    synthetic id whose snapshot entry is the warehouse's state as of just before that row, so the
-    exact deployed SQL runs without the look-ahead a present-day snapshot would give old rows.
-    """
-    request = arrow_to_request_table(raw, bundle.manifest.input_schema)
-    engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names)
-    try:
-        keys = engine.features_table(request).column(key).combine_chunks()
-    finally:
-        engine.close()
-
-    tables = dict(bundle.tables)
-    for snap in snapshots:
-        if snap.model not in tables:
-            continue  # this bundle does not use that entity
-        state, synthetic = _state_per_row(warehouse, snap, keys, bundle.tables[snap.model].schema)
-        tables[snap.model] = state
-        idx = request.schema.get_field_index(snap.raw_key_field)
-        request = request.set_column(idx, snap.raw_key_field, pa.array(synthetic))
-    engine = FeatureEngine(bundle.serving_sql, tables, bundle.manifest.feature_names)
-    try:
-        served = engine.features_table(request)
-        return PointInTimeServing(keys, served, engine.feature_matrix(served))
-    finally:
-        engine.close()
+def replay(bundle: Bundle, raw: pa.Table, warehouse: Path, key: str, time: str,
+           states: tuple[EntityStateModel, ...], start: str, store: OnlineStore | None = None) -> Replayed:
+    """Serve ``raw`` (held-out raw rows from ``start`` on, in event order) through ``bundle`` with
+    a store holding every landed event before ``start`` (``store``, or a new one), recording each
+    batch after scoring it."""
+    order = np.argsort(np.asarray(raw.column(time).to_numpy(zero_copy_only=False)), kind="stable")
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            store = stack.enter_context(store_as_of(warehouse, states, start))
+        predictor = Predictor(bundle, store=store, record=True)
+        try:
+            keys = predictor.features(raw).column(key).combine_chunks()  # reads the store, records nothing
+            matrices, scores = [], []
+            for start_row in range(0, len(order), REPLAY_BATCH):
+                chunk = order[start_row:start_row + REPLAY_BATCH]
+                served = predictor.predict(raw.take(pa.array(chunk)))
+                matrices.append(served.features)
+                scores.append(served.scores)
+        finally:
+            predictor.close()
+    unsort = np.empty_like(order)
+    unsort[order] = np.arange(len(order))
+    matrix = np.concatenate(matrices)[unsort] if matrices else np.zeros((0, len(bundle.manifest.feature_names)), np.float32)
+    served_scores = np.concatenate(scores)[unsort] if scores else np.zeros(0, np.float32)
+    return Replayed(keys, matrix, served_scores)
 
 
-def check_parity(bundle: Bundle, raw: pa.Table, warehouse: Path, spec: FeatureSpec,
-                 snapshots: tuple[EntitySnapshot, ...], *, feature_rtol: float = FEATURE_RTOL,
-                 score_atol: float = SCORE_ATOL, served: PointInTimeServing | None = None) -> ParityReport:
-    """Replay ``raw`` rows (raw input fields, as landed) through the serving path and compare.
-
-    ``served``: the result of ``serve_point_in_time`` for these rows, when the caller has it already.
-    """
-    pit = served or serve_point_in_time(bundle, raw, warehouse, spec.key, snapshots)
-    keys, served, served_matrix = pit.keys, pit.features, pit.matrix
-
+def check_parity(bundle: Bundle, served: Replayed, warehouse: Path, spec: FeatureSpec, *,
+                 feature_rtol: float = FEATURE_RTOL, score_atol: float = SCORE_ATOL) -> ParityReport:
+    """Compare replayed serving (``replay``) with the features mart and the offline scores."""
+    keys = served.keys
     with duckdb.connect(str(warehouse), read_only=True) as con:
         con.register("served_keys", pa.table({"__key": keys, "__order": pa.array(np.arange(len(keys)))}))
         columns = ", ".join(f'm."{c}"' for c in spec.features)
@@ -155,50 +126,41 @@ def check_parity(bundle: Bundle, raw: pa.Table, warehouse: Path, spec: FeatureSp
             f'select k.__order, m."{spec.key}" is not null as __found, {columns} from served_keys k '
             f'left join {spec.relation} m on m."{spec.key}" = k.__key order by k.__order'
         ).fetch_arrow_table()
-
     found = mart.column("__found").to_numpy(zero_copy_only=False)
-    bad_rows = ~found
-    by_feature: dict[str, int] = {}
-    first: list[Mismatch] = [Mismatch(keys[i].as_py(), "<row>", "served", "missing from the features mart")
-                             for i in np.flatnonzero(~found)[:SHOWN_MISMATCHES]]
-    for feature in spec.features:
-        same = _same(served.column(feature), mart.column(feature), feature_rtol) | ~found
-        if not same.all():
-            by_feature[feature] = int((~same).sum())
-            bad_rows |= ~same
-            for i in np.flatnonzero(~same)[: max(0, SHOWN_MISMATCHES - len(first))]:
-                first.append(Mismatch(keys[i].as_py(), feature, served.column(feature)[i].as_py(),
-                                      mart.column(feature)[i].as_py()))
-
-    scorer = Predictor(bundle)
-    try:
-        served_scores = scorer.score_matrix(served_matrix)
-        mart_matrix = np.column_stack(
-            [mart.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in spec.features]
-        ).astype(np.float32)
-        offline_scores = scorer.score_matrix(mart_matrix[found]) if found.any() else np.zeros(0, np.float32)
-    finally:
-        scorer.close()
-    diff = np.abs(served_scores[found] - offline_scores)
-    return ParityReport(
-        rows=len(keys),
-        mismatched_rows=int(bad_rows.sum()),
-        mismatches_by_feature=by_feature,
-        first_mismatches=tuple(first[:SHOWN_MISMATCHES]),
-        max_score_diff=float(diff.max()) if len(diff) else 0.0,
-        feature_rtol=feature_rtol,
-        score_atol=score_atol,
-    )
+    warehouse_matrix = np.column_stack(
+        [mart.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in spec.features]).astype(np.float32)
+    # Both sides are the model's float32 inputs; a float32 ulp is the finest difference they can show.
+    rtol = max(feature_rtol, float(np.finfo(np.float32).eps))
+    same = np.isclose(served.matrix, warehouse_matrix, rtol=rtol, atol=0.0, equal_nan=True) | (
+        np.isinf(served.matrix) & (served.matrix == warehouse_matrix)) | ~found[:, None]
+    bad_rows = ~found | ~same.all(axis=1)
+    by_feature = {f: int((~same[:, j]).sum()) for j, f in enumerate(spec.features) if not same[:, j].all()}
+    first = [Mismatch(keys[i].as_py(), "<row>", "served", "missing from the features mart")
+             for i in np.flatnonzero(~found)[:SHOWN_MISMATCHES]]
+    for i, j in zip(*np.nonzero(~same)):
+        if len(first) >= SHOWN_MISMATCHES:
+            break
+        first.append(Mismatch(keys[i].as_py(), spec.features[j], float(served.matrix[i, j]), float(warehouse_matrix[i, j])))
+    offline = ModelScorer(bundle).scores(warehouse_matrix[found]) if found.any() else np.zeros(0, np.float32)
+    diff = np.abs(np.asarray(served.scores)[found] - offline)
+    return ParityReport(rows=len(keys), mismatched_rows=int(bad_rows.sum()), mismatches_by_feature=by_feature,
+                        first_mismatches=tuple(first), max_score_diff=float(diff.max()) if diff.size else 0.0,
+                        feature_rtol=feature_rtol, score_atol=score_atol)
 
 
-def held_out_raw_rows(files: list[Path], fields: list[str], rows: int, seed: int) -> pa.Table:
-    """A seeded sample of raw rows (input fields only) from held-out landing files."""
+def held_out_raw_rows(files: list[Path], fields: list[str], rows: int, seed: int, time: str | None = None,
+                      start: str | None = None) -> pa.Table:
+    """Held-out raw rows (input fields). With ``time`` and ``start``: the first ``rows`` from
+    ``start`` in event order, a prefix of the window, so every earlier held-out event is among
+    them and the replayed entity state is whole; else a seeded sample."""
+    names = ", ".join(f'"{f}"' for f in fields)
     with duckdb.connect() as con:
-        table = con.execute(
-            f"select {', '.join(f'{chr(34)}{f}{chr(34)}' for f in fields)} from read_parquet(?)",
-            [[str(p) for p in files]],
-        ).fetch_arrow_table()
+        if time is not None and start is not None:
+            return con.execute(
+                f'select {names} from read_parquet(?) where cast("{time}" as timestamp) >= cast(? as timestamp) '
+                f'order by "{time}" limit {int(rows)}', [[str(p) for p in files], start]).fetch_arrow_table()
+        table = con.execute(f"select {names} from read_parquet(?)", [[str(p) for p in files]]).fetch_arrow_table()
     if table.num_rows <= rows:
         return table
     rng = np.random.default_rng(seed)
-    return table.take(pc.cast(pa.array(np.sort(rng.choice(table.num_rows, size=rows, replace=False))), pa.int64()))
+    return table.take(pa.array(np.sort(rng.choice(table.num_rows, size=rows, replace=False))))

@@ -1,6 +1,7 @@
 """Refuse serving SQL that cannot run row by row at serving time, when the bundle is built.
 
-A feature that needs other rows (window functions), the clock or randomness (now(), random()),
+A feature that needs other rows of the request (window functions, except entity state's windows
+over an entity's events that see only the past), the clock or randomness (now(), random()),
 or a warehouse table that is not frozen into the bundle would train fine and then break or skew
 in production. The compiled serving SQL is parsed with sqlglot and every such construct is
 reported with the feature it feeds.
@@ -8,7 +9,7 @@ reported with the feature it feeds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import sqlglot
 from sqlglot import exp
@@ -39,17 +40,53 @@ def _feature_of(node: exp.Expression) -> str:
     return "<query>"
 
 
-def check_serving_sql(sql: str, frozen_relations: Iterable[str], request_relation: str = "request") -> None:
-    """Raise ``UnservableFeatureError`` naming each feature and construct that cannot be served."""
+def _reads_entity_events(select: exp.Select, ctes: dict[str, exp.Expression], entities: Collection[str]) -> bool:
+    """Whether ``select`` reads an entity's events relation, directly or through CTEs that do."""
+    from_ = select.args.get("from_") or select.args.get("from")
+    table = from_.this if from_ is not None else None
+    seen: set[str] = set()
+    while isinstance(table, exp.Table) and table.name not in entities and table.name in ctes and table.name not in seen:
+        seen.add(table.name)
+        inner = ctes[table.name]
+        from_ = inner.args.get("from_") or inner.args.get("from") if isinstance(inner, exp.Select) else None
+        table = from_.this if from_ is not None else None
+    return isinstance(table, exp.Table) and table.name in entities
+
+
+def _window_problem(node: exp.Window, ctes: dict[str, exp.Expression], entities: Collection[str]) -> str | None:
+    """Why a window cannot be served: entity state windows read the entity's events and see only
+    the past (frames end at the current row and exclude its peers)."""
+    select = node.find_ancestor(exp.Select)
+    if select is None or not _reads_entity_events(select, ctes, entities):
+        return "reads other rows of the request, not an entity's events"
+    spec = node
+    if node.args.get("alias") is not None and not node.args.get("spec"):
+        named = {w.name: w for w in select.args.get("windows") or []}
+        spec = named.get(node.args["alias"].name, node)
+    frame = spec.args.get("spec")
+    if not spec.args.get("partition_by"):
+        return "has no PARTITION BY (an entity's events are partitioned by its key)"
+    if frame is None or str(frame.args.get("end", "")).upper() != "CURRENT ROW" or \
+            str(frame.args.get("exclude", "")).upper() != "GROUP":
+        return "does not end at the current row EXCLUDE GROUP (it would see the event itself or later ones)"
+    return None
+
+
+def check_serving_sql(sql: str, frozen_relations: Iterable[str], entities: Collection[str] = (),
+                      request_relation: str = "request") -> None:
+    """Raise ``UnservableFeatureError`` naming each feature and construct that cannot be served.
+    ``entities``: the entity events relations serving registers (``meta.entity_state``)."""
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:
         raise UnservableFeatureError(f"serving SQL does not parse: {exc}") from exc
-    allowed = {request_relation, *frozen_relations, *(cte.alias for cte in tree.find_all(exp.CTE))}
+    ctes = {cte.alias: cte.this for cte in tree.find_all(exp.CTE)}
+    allowed = {request_relation, *frozen_relations, *entities, *ctes}
     problems = []
     for node in tree.walk():
         if isinstance(node, exp.Window):
-            problems.append((_feature_of(node), f"window function {node.sql('duckdb')[:80]} (reads other rows)"))
+            if (why := _window_problem(node, ctes, entities)) is not None:
+                problems.append((_feature_of(node), f"window function {node.sql('duckdb')[:80]} ({why})"))
         elif isinstance(node, exp.Func):
             name = _function_name(node)
             if name in NONDETERMINISTIC:

@@ -1,9 +1,12 @@
 // Score raw records with a fused model: features and model in one ONNX file, no Python, no DuckDB.
 //
-//   node score.mjs <bundle-dir> <records.json>
+//   node score.mjs <bundle-dir> <records.json> [events.json]
 //
 // records.json is a JSON array of raw records, fields exactly as they land (timestamps as
-// ISO-8601 strings). Prints one JSON line per record with the model's outputs.
+// ISO-8601 strings). events.json holds the entity state the runtime looked up: for each entity
+// of the bundle's manifest.entity_state, its events by entity key, as raw records
+// ({"user": {"u_000042": [{...}, ...]}}), e.g. read from the online store. Without it every
+// entity is new. Prints one JSON line per record with the model's outputs.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import ort from "onnxruntime-node";
@@ -41,7 +44,45 @@ function epochMicros(iso) {
   return BigInt(millis) * 1000n + BigInt(micros);
 }
 
-const [bundleDir, recordsPath] = process.argv.slice(2);
+function encodeMatrix(rows, field, width) {
+  // [N, K] events of each row's entity (padding is masked out by the validity input).
+  const n = rows.length;
+  const flat = [];
+  for (const events of rows) {
+    for (let k = 0; k < width; k++) flat.push(k < events.length ? events[k][field.name] ?? null : null);
+  }
+  const one = encode(flat.map((v) => ({ [field.name]: v })), [field])[field.name];
+  return new ort.Tensor(one.type, one.data, [n, width]);
+}
+
+function eventFeeds(records, manifest, state, wanted) {
+  // Row i's events: its entity's looked-up events (those the request does not re-send), then the
+  // request's records of the same entity, itself included: the graph's frames keep the past only.
+  const feeds = {};
+  const byName = Object.fromEntries(manifest.input_schema.map((f) => [f.name, f]));
+  for (const spec of manifest.entity_state) {
+    const held = state[spec.name] ?? {};
+    const resent = new Set(records.map((r) => String(r[spec.event_key])));
+    const rows = records.map((r) => {
+      const key = r[spec.key] === null || r[spec.key] === undefined ? null : String(r[spec.key]);
+      const stored = key === null ? [] : (held[key] ?? []).filter((e) => !resent.has(String(e[spec.event_key])));
+      const peers = records.filter((p) => (p[spec.key] === null || p[spec.key] === undefined ? null : String(p[spec.key])) === key);
+      return [...stored, ...peers];
+    });
+    const width = Math.max(1, ...rows.map((r) => r.length));
+    for (const name of [spec.event_key, spec.time, ...spec.fields]) {
+      const input = `${spec.relation}__${name}`;
+      if (wanted.includes(input)) feeds[input] = encodeMatrix(rows, byName[name], width);
+    }
+    const valid = `${spec.relation}____valid`;
+    if (wanted.includes(valid)) {
+      feeds[valid] = new ort.Tensor("bool", Uint8Array.from(rows.flatMap((r) => [...Array(width)].map((_, k) => (k < r.length ? 1 : 0)))), [rows.length, width]);
+    }
+  }
+  return feeds;
+}
+
+const [bundleDir, recordsPath, eventsPath] = process.argv.slice(2);
 if (!bundleDir || !recordsPath) {
   console.error("usage: node score.mjs <bundle-dir> <records.json>");
   process.exit(2);
@@ -55,7 +96,9 @@ const byName = Object.fromEntries(manifest.input_schema.map((f) => [f.name, f]))
 const fields = manifest.fused.inputs.map((name) => byName[name]);
 const session = await ort.InferenceSession.create(readFileSync(join(bundleDir, manifest.fused.file)));
 const records = JSON.parse(readFileSync(recordsPath, "utf8"));
-const outputs = await session.run(encode(records, fields));
+const state = eventsPath ? JSON.parse(readFileSync(eventsPath, "utf8")) : {};
+const feeds = { ...encode(records, fields), ...eventFeeds(records, manifest, state, manifest.fused.event_inputs ?? []) };
+const outputs = await session.run(feeds);
 // Rows the graph marks "unsure" (DuckDB would raise, or a number is past float64's exact range)
 // are scored by the SQL path in Python; this example has none to fall back to and says so.
 if (outputs.unsure && outputs.unsure.data.some((u) => u)) {

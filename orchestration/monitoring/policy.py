@@ -66,6 +66,9 @@ class Measured:
     """Count-weighted mean of daily ROC AUC of the champion's labelled predictions (lookback)."""
     positive_labels: int = 0
     """Positive labels behind ``served_auc``."""
+    point_in_time_auc: float | None = None
+    """The same served events' ROC AUC with the warehouse's point-in-time features (lookback):
+    what the gates promised; a gap to ``served_auc`` is skew between online and offline state."""
 
     @property
     def model_age_days(self) -> int | None:
@@ -90,7 +93,8 @@ def decide(m: Measured, opts: Monitoring) -> Decision:
                            "champion's data yet: waiting for labels")
     if m.served_auc is not None and m.champion_auc is not None and m.positive_labels >= opts.min_positive_labels:
         if m.champion_auc - m.served_auc >= opts.max_auc_drop:
-            fired.append(f"performance: served ROC AUC {m.served_auc:.4f} is {m.champion_auc - m.served_auc:.4f} below "
+            fired.append(f"performance: served ROC AUC {m.served_auc:.4f} (point in time {_shown(m.point_in_time_auc)}) "
+                     f"is {m.champion_auc - m.served_auc:.4f} below "
                          f"the champion's test ROC AUC {m.champion_auc:.4f} (allowed drop {opts.max_auc_drop:g}, "
                          f"{m.positive_labels} positive labels)")
     if m.new_labelled_rows >= opts.min_new_labelled_rows:
@@ -107,11 +111,16 @@ def decide(m: Measured, opts: Monitoring) -> Decision:
         f"largest drift {top[0]} PSI {top[1]:.3f} (threshold {opts.drift_psi_threshold:g} on "
         f"{', '.join(opts.important_features)})",
         "no labelled served predictions yet" if m.served_auc is None else
-        f"served ROC AUC {m.served_auc:.4f} vs champion {m.champion_auc} ({m.positive_labels} positive labels)",
+        f"served ROC AUC {m.served_auc:.4f} (point in time {_shown(m.point_in_time_auc)}) vs champion "
+        f"{m.champion_auc} ({m.positive_labels} positive labels)",
         f"{m.new_labelled_rows:,} new labelled rows < {opts.min_new_labelled_rows:,}",
         f"model age {age} days < {opts.max_model_age_days}",
     ]
     return Decision(False, (*waiting, "no trigger: " + "; ".join(parts)))
+
+
+def _shown(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.4f}"
 
 
 def _exists(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
@@ -178,6 +187,12 @@ def measure(cfg: PipelineConfig) -> Measured:
                 "coalesce(sum(count_positive), 0) from monitoring.monitoring_daily_performance "
                 "where model_id = ? and day in (select unnest(?::date[]))", [manifest["bundle_id"], days]).fetchone()
             out["served_auc"], out["positive_labels"] = (None if auc_row[0] is None else float(auc_row[0])), int(auc_row[1])
+        if _exists(con, "monitoring.served_vs_point_in_time") and days:
+            pit = con.execute(
+                "select sum(point_in_time_roc_auc * count_rows) / nullif(sum(count_rows) filter (where point_in_time_roc_auc "
+                "is not null), 0) from monitoring.served_vs_point_in_time where model_id = ? and day in "
+                "(select unnest(?::date[]))", [manifest["bundle_id"], days]).fetchone()[0]
+            out["point_in_time_auc"] = None if pit is None else float(pit)
     return Measured(**out)
 
 

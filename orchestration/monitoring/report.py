@@ -198,7 +198,16 @@ def _sections(con: duckdb.DuckDBPyConnection | None, cfg: PipelineConfig) -> dic
                      "Score drift vs the model's first served day", "PSI", threshold=thr)
         + line_chart(*_day_series(_query(con, "select m, day, v from monitoring.monitoring_daily_performance "
                                               "unpivot (v for m in (roc_auc, precision, recall)) order by day")),
-                     "Real performance once labels landed", "metric"))
+                     "Real performance once labels landed", "metric")
+        + line_chart(*_day_series(_query(con, "select m, day, v from monitoring.served_vs_point_in_time "
+                                              "unpivot (v for m in (served_roc_auc, point_in_time_roc_auc)) order by day")),
+                     "Served ROC AUC beside point in time (the same events, the warehouse's features)", "ROC AUC")
+        + _table(("day", "model", "feature", "compared", "equal", "share equal", "max difference"),
+                 [(d, (m or "")[:12], f, n, e, round(sh, 5), x) for d, m, f, n, e, sh, x in _query(
+                     con, "select day, model_id, feature_name, count_compared, count_equal, share_equal, max_abs_diff "
+                          "from monitoring.monitoring_daily_consistency where day >= (select max(day) - 6 from "
+                          "monitoring.monitoring_daily_consistency) order by day desc, share_equal, feature_name")],
+                 "no served prediction has landed yet: online/offline consistency is measured once it has"))
     meta = (manifest or {}).get("lineage", {}).get("feature_meta") or {}
     s["features"] = _table(("feature", "available from", "owner", "description"),
                            [(f, m.get("available_from"), m.get("owner"), m.get("description"))
@@ -218,7 +227,7 @@ def _sections(con: duckdb.DuckDBPyConnection | None, cfg: PipelineConfig) -> dic
 
 
 TITLES = {"runs": "DAG status and stage durations", "validation": "Data validation", "gates": "Gate results",
-          "champion": "Champion and challengers", "drift": "Drift over time", "predictions": "Predictions and performance",
+          "champion": "Champion and challengers", "drift": "Drift over time", "predictions": "Predictions, performance and online/offline consistency",
           "features": "Feature availability", "decisions": "Retrain decisions", "simulation": "Simulated days"}
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}h2{border-bottom:1px solid #ccc;

@@ -94,7 +94,7 @@ def apply_drift(table: pa.Table, kinds: tuple[str, ...], rng: np.random.Generato
     return table
 
 
-def _generate_day(cfg: PipelineConfig, day: dt.date, drifts: tuple[str, ...]) -> pa.Table:
+def generate_day(cfg: PipelineConfig, day: dt.date, drifts: tuple[str, ...]) -> pa.Table:
     opts = cfg.demo_data
     seed = opts.seed * 100_003 + day.toordinal()
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +117,7 @@ def _free_port() -> int:
 class Server:
     """The real model server in a subprocess on 127.0.0.1, serving the registry's champion."""
 
-    def __init__(self, cfg: PipelineConfig) -> None:
+    def __init__(self, cfg: PipelineConfig, workers: int = 1) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         log = cfg.artifacts / "simulation" / "server.log"
@@ -125,7 +125,8 @@ class Server:
         self._out = open(log, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--registry", str(cfg.registry), "--prediction-logs",
-             str(prediction_logs_dir(cfg)), "--host", "127.0.0.1", "--port", str(self.port), "--reload-interval", "0.5"],
+             str(prediction_logs_dir(cfg)), "--host", "127.0.0.1", "--port", str(self.port), "--reload-interval", "0.5",
+             "--store", cfg.online_store_url, "--workers", str(workers)],
             stdout=self._out, stderr=subprocess.STDOUT)
         self.wait_for(lambda meta: True, timeout=60, what="the server to become ready")
 
@@ -194,7 +195,7 @@ def simulate(cfg: PipelineConfig, opts: SimulationOptions, run_pipeline: Callabl
     try:
         for step in range(opts.days):
             day = next_day + dt.timedelta(days=step)
-            table = _generate_day(cfg, day, opts.drifts)
+            table = generate_day(cfg, day, opts.drifts)
             pending.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, pending / f"{day}.parquet")
             champion = registry.read_champion(cfg.registry)["bundle_id"]

@@ -20,6 +20,7 @@ import duckdb
 from orchestration import checks, publish
 from orchestration.context import RunContext
 from orchestration.dbt import run_dbt
+from orchestration.monitoring import consistency as online_offline
 from orchestration.monitoring import policy, replay
 from serving.registry import read_champion
 
@@ -62,13 +63,21 @@ def monitor(ctx: RunContext) -> dict[str, Any]:
     if malformed:
         checks.record_alert(ctx.cfg.warehouse, ctx.run_id, stage="monitor", severity="warn",
                             checks=("prediction_log_malformed_lines",), message="\n".join(malformed))
+    consistency = online_offline.check(ctx.cfg.warehouse)
+    ctx.echo(consistency.describe())
+    if not consistency.passed:
+        checks.record_alert(ctx.cfg.warehouse, ctx.run_id, stage="monitor", severity="error",
+                            checks=tuple(sorted({f"online_offline_consistency on {f}" for _, _, f, _, _ in consistency.below})),
+                            message=consistency.describe())
+    online_offline.served_vs_point_in_time(ctx.cfg.warehouse, ctx.cfg.registry, ctx.state["spec"], ctx.cfg.task)
     report = replay.audit(ctx.cfg)
     ctx.echo(report.describe())
     if not report.passed:
         checks.record_alert(ctx.cfg.warehouse, ctx.run_id, stage="monitor", severity="error",
                             checks=tuple(f"replay_skew on {f}" for f in report.by_field) or ("replay_skew",),
                             message=report.describe())
-    summary = {"malformed_log_files": len(malformed), "replayed": report.rows, "replay_pending": report.pending,
+    summary = {"malformed_log_files": len(malformed), "consistency_below": len(consistency.below),
+               "replayed": report.rows, "replay_pending": report.pending,
                "replay_differing_rows": report.differing_rows}
     # The run id makes this output new whenever monitor reran, so the policy re-decides on fresh tables.
     ctx.state["monitoring"] = {"run_id": ctx.run_id, **summary}

@@ -108,10 +108,14 @@ def test_metrics_in_prometheus_text_format(server: str, raw_records: list[dict])
     assert _metric(text, "serving_predictions_total") >= 1
     champion = httpx.get(f"{server}/ready").json()["model_id"]
     assert f'serving_model_info{{model_id="{champion}"}} 1' in text
-    # The entity snapshot's staleness is exported, never hidden.
-    assert _metric(text, 'serving_entity_snapshot_age_seconds{table="fitted_user_state_snapshot"}') > 0
+    # Entity state: what writing scored records into the online store did, and rows the fused
+    # graph left to the SQL path, are counted; the metadata names the store and the entity.
+    assert _metric(text, 'serving_state_events_total{outcome="recorded"}') + \
+        _metric(text, 'serving_state_events_total{outcome="duplicate"}') >= 1
+    assert 'serving_sql_fallback_rows_total' in text
     meta = httpx.get(f"{server}/metadata").json()
-    assert meta["feature_path"] == "fused" and meta["snapshot_age_seconds"]["fitted_user_state_snapshot"] > 0
+    assert meta["feature_path"] == "fused" and meta["online_store"].startswith("embedded:")
+    assert [e["name"] for e in meta["entity_state"]] == ["user"]
 
 
 def test_every_answered_prediction_is_logged(champion_server: ServerProcess, raw_records: list[dict]) -> None:

@@ -1,5 +1,6 @@
 """Training/serving parity on the pipeline's real warehouse and bundle."""
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -20,7 +21,7 @@ from serving.registry import resolve_bundle_path
 from tests.conftest import REPO, PipelineRun
 from training import dbt_manifest
 from training.bundle import write_bundle
-from training.parity import check_parity, held_out_raw_rows
+from training.parity import check_parity, held_out_raw_rows, replay
 
 pytestmark = pytest.mark.slow
 
@@ -32,38 +33,46 @@ def _manifest(run: PipelineRun) -> dict:
 def _inputs(run: PipelineRun) -> tuple:
     manifest = _manifest(run)
     spec = dbt_manifest.feature_spec(manifest, "fct_transaction_features")
-    snapshots = dbt_manifest.entity_snapshots(manifest)
+    states = dbt_manifest.entity_states(manifest)
     bundle = load_bundle(resolve_bundle_path(run.registry))
     fields = [f.name for f in bundle.manifest.input_schema]
     files = sorted((run.landing / "transactions").glob("*.parquet"))[-3:]
-    return bundle, spec, snapshots, held_out_raw_rows(files, fields, 2000, seed=1)
+    start = files[0].stem
+    return bundle, spec, states, held_out_raw_rows(files, fields, 2000, seed=1, time="txn_ts", start=start), start
+
+
+def _check(bundle, raw: pa.Table, warehouse: Path, spec, states, start: str):
+    """The parity gate as the pipeline runs it: replayed through a store as of ``start``, then compared."""
+    served = replay(bundle, raw, warehouse, spec.key, "txn_ts", states, start)
+    return check_parity(bundle, served, warehouse, spec)
 
 
 def _rewrite(bundle, run: PipelineRun, **changes) -> object:
-    """A new bundle with changed contents (through write_bundle, so its id is valid)."""
+    """A new bundle with changed contents (through write_bundle, so its id is valid), served by its
+    SQL path: the fused graph, compiled from the unchanged SQL, would not carry the change."""
     tables = changes.pop("tables", bundle.tables)
     _, path = write_bundle(run.root / "skewed", model_bytes=bundle.model_bytes,
                            serving_sql=changes.pop("serving_sql", bundle.serving_sql), tables=tables,
-                           manifest=bundle.manifest, fused_bytes=bundle.fused_bytes)
+                           manifest=dataclasses.replace(bundle.manifest, fused=None, fused_refused="tampered"))
     return load_bundle(path)
 
 
 def test_champion_passes_parity_on_held_out_raw_rows(pipeline_run: PipelineRun) -> None:
-    bundle, spec, snapshots, raw = _inputs(pipeline_run)
-    report = check_parity(bundle, raw, pipeline_run.warehouse, spec, snapshots)
+    bundle, spec, states, raw, start = _inputs(pipeline_run)
+    report = _check(bundle, raw, pipeline_run.warehouse, spec, states, start)
     assert report.rows == raw.num_rows >= 1000
     assert report.passed, report.describe()
     assert report.max_score_diff <= 1e-6
 
 
 def test_a_changed_frozen_statistic_fails_parity_and_names_the_feature(pipeline_run: PipelineRun) -> None:
-    bundle, spec, snapshots, raw = _inputs(pipeline_run)
+    bundle, spec, states, raw, start = _inputs(pipeline_run)
     stats = bundle.tables["fitted_transaction_stats"]
     mean = stats.column("log_amount_mean")[0].as_py()
     skewed_stats = stats.set_column(stats.schema.get_field_index("log_amount_mean"), "log_amount_mean",
                                     pa.array([mean * (1 + 1e-6)]))
     skewed = _rewrite(bundle, pipeline_run, tables={**bundle.tables, "fitted_transaction_stats": skewed_stats})
-    report = check_parity(skewed, raw, pipeline_run.warehouse, spec, snapshots)
+    report = _check(skewed, raw, pipeline_run.warehouse, spec, states, start)
     assert not report.passed
     assert set(report.mismatches_by_feature) == {"log_amount_zscore"}
     assert report.mismatched_rows == raw.num_rows
@@ -71,10 +80,10 @@ def test_a_changed_frozen_statistic_fails_parity_and_names_the_feature(pipeline_
 
 
 def test_a_skewed_feature_sql_fails_parity_and_names_the_feature(pipeline_run: PipelineRun) -> None:
-    bundle, spec, snapshots, raw = _inputs(pipeline_run)
+    bundle, spec, states, raw, start = _inputs(pipeline_run)
     sql = bundle.serving_sql.replace("cast(hour(t.event_at) < 6 as integer)", "cast(hour(t.event_at) < 5 as integer)")
     assert sql != bundle.serving_sql
-    report = check_parity(_rewrite(bundle, pipeline_run, serving_sql=sql), raw, pipeline_run.warehouse, spec, snapshots)
+    report = _check(_rewrite(bundle, pipeline_run, serving_sql=sql), raw, pipeline_run.warehouse, spec, states, start)
     assert not report.passed and set(report.mismatches_by_feature) == {"is_night"}
     assert 0 < report.mismatched_rows < raw.num_rows
 
@@ -144,26 +153,29 @@ def test_edge_case_records_match_the_warehouse_exactly(pipeline_run: PipelineRun
     manifest = dbt_manifest.load_manifest(tmp_path / "target" / "manifest.json")
     spec = dbt_manifest.feature_spec(manifest, "fct_transaction_features")
     raw = pa.Table.from_pylist(edge, schema=template.schema).drop_columns(["is_fraud"])
-    report = check_parity(bundle, raw, tmp_path / "w.duckdb", spec, dbt_manifest.entity_snapshots(manifest))
+    report = _check(bundle, raw, tmp_path / "w.duckdb", spec, dbt_manifest.entity_states(manifest), day.isoformat())
     assert report.rows == len(edge)
     assert report.passed, report.describe()
 
 
 def test_serving_never_reads_the_warehouse(pipeline_run: PipelineRun, raw_records: list[dict], tmp_path: Path) -> None:
     """Changing (here: deleting) the warehouse after training changes nothing a bundle computes."""
-    before = Predictor.load(pipeline_run.registry).predict(raw_records).scores
+    before = Predictor.load(pipeline_run.registry, record=False).predict(raw_records).scores
     moved = tmp_path / "away.duckdb"
     shutil.move(pipeline_run.warehouse, moved)
     try:
-        after = Predictor.load(pipeline_run.registry).predict(raw_records).scores
+        after = Predictor.load(pipeline_run.registry, record=False).predict(raw_records).scores
     finally:
         shutil.move(moved, pipeline_run.warehouse)
     np.testing.assert_array_equal(before, after)
 
 
-def test_snapshot_age_is_reported(pipeline_run: PipelineRun) -> None:
-    predictor = Predictor.load(pipeline_run.registry)
-    ages = predictor.snapshot_age_seconds(now=dt.datetime(2026, 6, 1))
-    assert set(ages) == {"fitted_user_state_snapshot"}
-    state_at = dt.datetime.fromisoformat(predictor.manifest.entity_snapshots["fitted_user_state_snapshot"]["state_at"])
-    assert ages["fitted_user_state_snapshot"] == (dt.datetime(2026, 6, 1) - state_at).total_seconds() > 0
+def test_the_bundle_holds_no_entity_state(pipeline_run: PipelineRun) -> None:
+    """Entity state is data, not model: no frozen table of the bundle has a row per user, and the
+    bundle declares the entity it reads from the online store instead."""
+    bundle = load_bundle(resolve_bundle_path(pipeline_run.registry))
+    assert set(bundle.tables) == {"fitted_transaction_stats", "fitted_category_vocab"}
+    assert all("user_id" not in t.column_names for t in bundle.tables.values())
+    (entity,) = bundle.manifest.entity_state
+    assert (entity.name, entity.key, entity.relation) == ("user", "user_id", "entity_events__user")
+    assert bundle.manifest.fused and bundle.manifest.fused["event_inputs"]  # the graph takes the events as inputs

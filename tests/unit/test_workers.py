@@ -30,7 +30,7 @@ def _worker(directory: Path, pid: int, predictions: int, latency_s: float) -> Me
 def test_each_worker_reports_the_sum_of_all_workers(tmp_path: Path) -> None:
     a, b = _worker(tmp_path, 1, 3, 0.001), _worker(tmp_path, 2, 5, 0.2)
     for exchange in (a, b):
-        text = exchange._metrics.render(None, exchange.peers())
+        text = exchange._metrics.render(exchange.peers())
         assert "serving_predictions_total 8" in text
         assert 'serving_requests_total{route="/predict",method="POST",status="200"} 2' in text
         assert 'serving_request_duration_seconds_bucket{route="/predict",le="0.001"} 1' in text
@@ -40,5 +40,5 @@ def test_each_worker_reports_the_sum_of_all_workers(tmp_path: Path) -> None:
     # A worker's counts stay in the sum after it exits (counters never go down).
     b._metrics.count_predictions(1)
     b.stop()
-    assert "serving_predictions_total 9" in a._metrics.render(None, a.peers())
+    assert "serving_predictions_total 9" in a._metrics.render(a.peers())
     assert "serving_workers 1" in ServerMetrics().render()

@@ -13,6 +13,7 @@ from sqlglot import exp
 
 from serving.bundle import InputField
 from serving.fused import FEATURES_OUTPUT, UNSURE_OUTPUT
+from serving.store.spec import EntitySpec
 from training.errors import FusedCompileError
 from training.fused import folding, numeric
 from training.fused.compiler import Compiler
@@ -31,6 +32,8 @@ class FusedModel:
     onnx: bytes
     inputs: tuple[InputField, ...]
     """Raw fields the graph takes, in graph-input order (only those the features use)."""
+    event_inputs: tuple[str, ...] = ()
+    """Inputs holding each row's entity events, [N, K] (``serving.entity_state.events_input``)."""
 
 
 def feature_matrix(c: Compiler, names: tuple[str, ...]) -> tuple[str, str]:
@@ -78,19 +81,23 @@ def feature_matrix(c: Compiler, names: tuple[str, ...]) -> tuple[str, str]:
         flat = g.op("Where", [masks, nan, flat], "nan")
     by_column = g.op("Reshape", [flat, g.i64([len(names), -1])], "by_column")
     matrix = g.op("Cast", [g.op("Transpose", [by_column], "by_row", perm=[1, 0])], "f32", to=TensorProto.FLOAT)
-    return matrix, c.shape_like(c.any(unsure) or g.false())
+    return matrix, c.shape_like(c.any(unsure + c.eager_unsure) or g.false())
 
 
 def compile_fused(sql: str, schema: tuple[InputField, ...], tables: dict[str, pa.Table],
-                  feature_names: tuple[str, ...], model_bytes: bytes) -> FusedModel:
-    """Compile ``sql`` into ONNX operators and merge them in front of ``model_bytes``."""
-    learner = Compiler(sql, schema, tables)
+                  feature_names: tuple[str, ...], model_bytes: bytes,
+                  entities: dict[str, EntitySpec] | None = None) -> FusedModel:
+    """Compile ``sql`` into ONNX operators and merge them in front of ``model_bytes``.
+    ``entities``: the entity events relations the SQL reads (relation -> spec)."""
+    learner = Compiler(sql, schema, tables, entities=entities)
     feature_matrix(learner, feature_names)
-    compiler = Compiler(sql, schema, tables, learner.codes.frozen())
+    compiler = Compiler(sql, schema, tables, learner.codes.frozen(), entities=entities)
     # The codes' inputs first: the second pass emits every cleaned field's code up front.
     for raw, _, _ in compiler.codes.universes:
         if raw in compiler.fields:
             compiler.raw(raw)
+        elif raw in learner.event_fields:
+            compiler.input(raw, learner.event_fields[raw], rank=2)
     compiler.codes.emit(compiler.input_rank)
     matrix, unsure = feature_matrix(compiler, feature_names)
     g = compiler.g
@@ -110,8 +117,9 @@ def compile_fused(sql: str, schema: tuple[InputField, ...], tables: dict[str, pa
     nodes = live(g.nodes + list(renamed.graph.node), [o.name for o in outputs])
     used = {name for node in nodes for name in node_inputs(node)}
     inputs = [g.inputs[name] for name in compiler.fields if name in g.inputs and name in used]
+    event_inputs = [g.inputs[name] for name in sorted(compiler.event_fields) if name in used]
     graph = helper.make_graph(
-        nodes, "fused_features_and_model", inputs, outputs,
+        nodes, "fused_features_and_model", inputs + event_inputs, outputs,
         initializer=[t for t in g.initializers + list(renamed.graph.initializer) if t.name in used],
     )
     opsets = {o.domain: o.version for o in model.opset_import}
@@ -124,4 +132,5 @@ def compile_fused(sql: str, schema: tuple[InputField, ...], tables: dict[str, pa
         onnx.checker.check_model(fused, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise FusedCompileError(f"the fused graph does not validate: {exc}") from exc
-    return FusedModel(fused.SerializeToString(), tuple(compiler.fields[i.name] for i in inputs))
+    return FusedModel(fused.SerializeToString(), tuple(compiler.fields[i.name] for i in inputs),
+                      tuple(i.name for i in event_inputs))

@@ -15,6 +15,8 @@ every field's code once, first in the graph.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -37,15 +39,33 @@ def key_of(s: Str) -> CleanKey:
 class StringCodes:
     """The universes of the cleaned fields and, in the second pass, their code tensors."""
 
-    def __init__(self, g: Graph, universes: dict[CleanKey, tuple[str, ...]] | None) -> None:
+    def __init__(self, g: Graph, universes: dict[CleanKey, tuple[str, ...]] | None,
+                 op: Callable[..., str] | None = None, events: set[str] | None = None) -> None:
         self.g = g
+        self.op = op or g.op
+        """Elementwise nodes (the compiler's, which line up row and event space)."""
+        self.events = events if events is not None else set()
+        """Tensors in event space ([N, K]): an event field's codes join them."""
         self.learning = universes is None
         self.universes: dict[CleanKey, dict[str, None]] = {k: dict.fromkeys(v) for k, v in (universes or {}).items()}
         self._codes: dict[CleanKey, str] = {}
         self._equals: dict[tuple[CleanKey, str], str] = {}
+        self._links: list[tuple[CleanKey, CleanKey]] = []
+
+    def link(self, a: Str, b: Str) -> None:
+        """Fields compared with each other (an event's country with the request's): they share
+        one universe, so equal cleaned constants get equal codes."""
+        self._links.append((key_of(a), key_of(b)))
+        self.universes.setdefault(key_of(a), {})
+        self.universes.setdefault(key_of(b), {})
 
     def frozen(self) -> dict[CleanKey, tuple[str, ...]]:
-        return {k: tuple(v) for k, v in self.universes.items()}
+        merged = {k: dict(v) for k, v in self.universes.items()}
+        for _ in range(len(self._links)):  # union over chains of links
+            for a, b in self._links:
+                union = {**merged.get(a, {}), **merged.get(b, {})}
+                merged[a], merged[b] = dict(union), dict(union)
+        return {k: tuple(v) for k, v in merged.items()}
 
     def position(self, s: Str, constant: str) -> int | None:
         """Code offset of ``constant`` in ``s``'s universe; None when no raw value can clean to it."""
@@ -106,7 +126,11 @@ class StringCodes:
             g.nodes.append(helper.make_node("Split", [out, lengths], parts, axis=0))
         for key, part in zip(keys, parts):
             raw = key[0]
-            self._codes[key] = part if inputs.get(raw, 1) == 1 else g.op("Reshape", [part, g.op("Shape", [raw])], "code")
+            if inputs.get(raw, 1) == 1:
+                self._codes[key] = part
+            else:
+                self._codes[key] = g.op("Reshape", [part, g.op("Shape", [raw])], "code")
+                self.events.add(self._codes[key])
 
     def _pattern_codes(self, s: Str, key: CleanKey, exact: str, nodes: list[onnx.NodeProto]) -> str:
         """Nodes (for the If's else branch) giving every row of ``s`` its code: exact hits as they
@@ -140,13 +164,13 @@ class StringCodes:
     def _equals_node(self, s: Str, constant: str) -> str:
         g = self.g
         if not s.cleaned:
-            return g.op("Equal", [s.raw, g.const(constant, object)], "streq")
+            return self.op("Equal", [s.raw, g.const(constant, object)], "streq")
         if constant == "":
-            return g.op("Equal", [self.code(s), g.i64(CODE_EMPTY)], "is_empty")
+            return self.op("Equal", [self.code(s), g.i64(CODE_EMPTY)], "is_empty")
         position = self.position(s, constant)
         if position is None:
             return g.false()
-        return g.op("Equal", [self.code(s), g.i64(CODE_BASE + position)], "streq")
+        return self.op("Equal", [self.code(s), g.i64(CODE_BASE + position)], "streq")
 
     def lookup(self, s: Str, keys: list[str], offset: int = 0) -> tuple[str, tuple[int, ...]]:
         """int64: the position in ``keys`` of the cleaned ``s``, or -1 (NULL never joins); plus
@@ -159,5 +183,5 @@ class StringCodes:
                 mapping[CODE_BASE + place] = i
         if "" in keys and not s.nullif_empty:
             mapping[CODE_EMPTY] = keys.index("")
-        index = self.g.op("Gather", [self.g.const(mapping + offset, np.int64), self.code(s)], "lookup")
+        index = self.op("Gather", [self.g.const(mapping + offset, np.int64), self.code(s)], "lookup")
         return index, tuple(int(m) for m in mapping)

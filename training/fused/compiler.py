@@ -39,20 +39,27 @@ class Compiler:
     """Compiles one serving SQL statement. See ``training.fused.assemble`` for the two passes."""
 
     def __init__(self, sql: str, schema: tuple[InputField, ...], tables: dict[str, pa.Table],
-                 universes: dict[CleanKey, tuple[str, ...]] | None = None) -> None:
+                 universes: dict[CleanKey, tuple[str, ...]] | None = None,
+                 entities: dict[str, Any] | None = None) -> None:
         from training.fused.scope import Scopes  # noqa: PLC0415 (scopes compile expressions through us)
 
         self.g = Graph()
-        self.codes = StringCodes(self.g, universes)
+        self.events: set[str] = set()
+        """Tensors in event space ([N, K])."""
+        self.codes = StringCodes(self.g, universes, op=self.op, events=self.events)
         self.fields = {f.name: f for f in schema}
         self.tables = tables
+        self.entities = dict(entities or {})
+        """Entity events relation -> its ``EntitySpec`` (the state windows read them)."""
+        self.eager_unsure: list[str] = []
+        """Unsure masks that hold whatever an expression does with the value (a window's)."""
+        self.event_fields: dict[str, InputField] = {}
+        """Event-space input tensor -> the raw field it holds."""
         try:
             self.tree = sqlglot.parse_one(sql, read="duckdb")
         except sqlglot.errors.ParseError as exc:
             raise FusedCompileError(f"the serving SQL does not parse: {exc}") from exc
         self.scopes = Scopes(self)
-        self.events: set[str] = set()
-        """Tensors in event space ([N, K])."""
         self.input_rank: dict[str, int] = {}
         self._raw: dict[str, Value] = {}
         self._ref: str | None = None  # a request input tensor, for shaping constants to [N]
@@ -78,6 +85,8 @@ class Compiler:
         g = self.g
         g.inputs[tensor] = helper.make_tensor_value_info(tensor, ONNX_TYPES[f.type], [None] * rank)
         self.input_rank[tensor] = rank
+        if rank == 2:
+            self.event_fields[tensor] = f
         if rank == 1:
             self._ref = self._ref or tensor
         else:

@@ -20,7 +20,7 @@ from serving.fused import INT64_NULL
 from training.errors import FusedCompileError
 from training.fused import folding
 from training.fused.types import BOOLEAN, DOUBLE, FLOAT, LIST, TIMESTAMP, VARCHAR, SqlType, micros
-from training.fused.values import Coded, Const, Facts, IntText, ListLookup, Num, Str, Value
+from training.fused.values import Coded, Const, Facts, IntText, ListLookup, Num, RowId, Str, Value
 
 if TYPE_CHECKING:
     from training.fused.compiler import Compiler
@@ -89,14 +89,16 @@ class Scopes:
     def of(self, relation: str) -> Scope:
         c = self.c
         if relation == "request":
-            return Scope({n: (lambda n=n: c.raw(n)) for n in c.fields})
+            return Scope({**{n: (lambda n=n: c.raw(n)) for n in c.fields}, ROW_ID: RowId})
         if relation in self.ctes:
             if relation not in self._cte_scopes:
                 self._cte_scopes[relation] = self.select(self.ctes[relation], relation)
             return self._cte_scopes[relation]
         raise FusedCompileError(f"relation {relation!r} is neither the request, a CTE nor a frozen table")
 
-    def select(self, select: exp.Expression, where: str) -> Scope:
+    def select(self, select: exp.Expression, where: str, bindings: dict[str, Scope] | None = None) -> Scope:
+        """``bindings``: relations to read from these scopes instead (an entity's events, compiled
+        over the request's own fields or over its stored events, see ``emitters.window``)."""
         from training.fused.emitters import window  # noqa: PLC0415 (entity state: its own family)
 
         if window.is_state_select(select):
@@ -108,7 +110,7 @@ class Scopes:
                 raise FusedCompileError(f"{where}: {banned.upper()} is not row-level; not supported")
         aliases: dict[str, Scope] = {}
         from_ = (select.args.get("from_") or select.args.get("from")).this
-        aliases[from_.alias_or_name] = self.relation(from_, where)
+        aliases[from_.alias_or_name] = self.relation(from_, where, bindings)
         default = from_.alias_or_name
         for join in select.args.get("joins") or []:
             aliases[join.this.alias_or_name] = self.join(join, aliases, where)
@@ -124,10 +126,12 @@ class Scopes:
             out.columns[name] = (lambda node=node: self.c.expr(node, aliases, default, where))
         return out
 
-    def relation(self, table: exp.Expression, where: str) -> Scope:
+    def relation(self, table: exp.Expression, where: str, bindings: dict[str, Scope] | None = None) -> Scope:
         if not isinstance(table, exp.Table):
             raise FusedCompileError(f"{where}: subqueries in FROM are not supported: {table.sql('duckdb')[:80]}")
         name = table.name
+        if bindings and name in bindings:
+            return bindings[name]
         if name in self.c.tables:
             frozen = self.c.tables[name]
             if frozen.num_rows != 1:
@@ -153,16 +157,21 @@ class Scopes:
         return self._lookup_join(join, name, alias, aliases, where)
 
     def _row_join(self, join: exp.Join, name: str, alias: str, aliases: dict[str, Scope], where: str) -> Scope:
-        """A join of two relations that both have one row per request row, on ``__row_id``."""
+        """A join of two relations that both have one row per request row, on the row's identity."""
         on = join.args.get("on")
         using = [c.name for c in join.args.get("using") or []]
-        keys = using or [cond.this.name for cond in conjuncts(on) if isinstance(cond, exp.EQ)
-                         and isinstance(cond.this, exp.Column) and isinstance(cond.expression, exp.Column)
-                         and cond.this.name == cond.expression.name] if on is not None or using else []
-        if keys != [ROW_ID] or (on is not None and len(conjuncts(on)) != 1):
-            raise FusedCompileError(f"{where}: a join of two per-request relations must be on {ROW_ID} alone, got "
-                                    f"{join.sql('duckdb')[:100]}")
-        return self.of(name)
+        right = self.of(name)
+        if using == [ROW_ID] and on is None:
+            return right
+        conditions = conjuncts(on) if on is not None else []
+        if len(conditions) == 1 and isinstance(conditions[0], exp.EQ):
+            sides = [conditions[0].this, conditions[0].expression]
+            scopes = {**aliases, alias: right}
+            values = [self.c.expr(side, scopes, None, where) if isinstance(side, exp.Column) else None for side in sides]
+            if all(isinstance(v, RowId) for v in values):
+                return right
+        raise FusedCompileError(f"{where}: a join of two per-request relations must be on the request row "
+                                f"({ROW_ID}) alone, got {join.sql('duckdb')[:100]}")
 
     def _lookup_join(self, join: exp.Join, name: str, alias: str, aliases: dict[str, Scope], where: str) -> Scope:
         frozen = self.c.tables[name]

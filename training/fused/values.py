@@ -134,7 +134,12 @@ class Coded:
     """Codes for which DuckDB raises an error (the rows are unsure)."""
 
 
-Value = Const | Num | Bool | Str | IntText | Coded | ListLookup
+@dataclass(frozen=True)
+class RowId:
+    """The request row's identity (``__row_id``): what per-request relations are joined on."""
+
+
+Value = Const | Num | Bool | Str | IntText | Coded | ListLookup | RowId
 OTHER_TEXT = object()
 """The cleaned text of a row that matches none of its field's constants."""
 

@@ -3,7 +3,7 @@
   staged history; the serving SQL (macros/serving/serving_features.sql) calls it over a request.
 
   `staged` carries the staged columns plus the user's state (user_state_columns(): the state as
-  of just before the transaction in the warehouse, the latest snapshot at serving). Fitted
+  of just before the transaction, in the warehouse and at serving alike). Fitted
   statistics come in as relations (`stats`, one row; `vocab`, one row per category), so the
   warehouse passes its dbt models and serving passes the copies frozen into the model bundle.
 -#}
@@ -20,10 +20,10 @@
     ln(1 + greatest({{ amount }}, 0))
 {%- endmacro %}
 
-{% macro is_new_for_user(value, known) -%}
+{% macro is_new_for_user(value, last_seen_at) -%}
     case
         when {{ value }} is null then -1
-        when list_contains({{ known }}, {{ value }}) then 0
+        when {{ last_seen_at }} is not null then 0
         else 1
     end
 {%- endmacro %}
@@ -48,8 +48,8 @@ select
     t.state_amount_sum_30d / nullif(t.state_txn_count_30d, 0) as user_avg_amount_30d,
     t.amount / nullif(t.state_amount_sum_30d / nullif(t.state_txn_count_30d, 0), 0) as amount_to_user_avg_30d,
     epoch(t.event_at) - epoch(t.state_last_event_at) as seconds_since_last_txn,
-    {{ is_new_for_user('t.country', 'coalesce(t.state_known_countries, [])') }} as is_new_country_for_user,
-    {{ is_new_for_user('t.device', 'coalesce(t.state_known_devices, [])') }} as is_new_device_for_user,
+    {{ is_new_for_user('t.country', 't.state_last_same_country_at') }} as is_new_country_for_user,
+    {{ is_new_for_user('t.device', 't.state_last_same_device_at') }} as is_new_device_for_user,
     {%- for column in categorical_feature_columns() %}
     {#- Known category: its frequency rank in the training window; unseen: 0; null: -1. #}
     case

@@ -1,15 +1,17 @@
 {#-
-  The whole row-level path for serving: raw request fields -> staging cleanup -> the user's
-  latest state snapshot -> features. Compiled once per model bundle with
-  `dbt compile --inline "{{ serving_features() }}"`; the relations named here are what the
-  serving runtime registers: the request as an Arrow table with a `__row_id` column, and the
-  fitted tables frozen into the bundle under their dbt model names.
+  The whole row-level path for serving: raw request fields -> staging cleanup -> the user's state
+  as of just before each record -> features. Compiled once per model bundle with
+  `dbt compile --inline "{{ serving_features() }}"`. The relations named here are what the serving
+  runtime registers: the request as an Arrow table with a `__row_id` column; `events`, the
+  request's users' events from the online store plus the request's own rows (with their
+  `__row_id`; stored events have none), in the raw fields' shape; and the fitted tables frozen
+  into the bundle under their dbt model names.
 -#}
 {% macro serving_features(
     request='request',
+    events='entity_events__user',
     stats='fitted_transaction_stats',
-    vocab='fitted_category_vocab',
-    snapshot='fitted_user_state_snapshot'
+    vocab='fitted_category_vocab'
 ) %}
 with staged as (
     select
@@ -18,13 +20,24 @@ with staged as (
     from {{ request }}
 ),
 
+user_events as (
+    select
+        __row_id,
+        {{ bank_transaction_columns() }}
+    from {{ events }}
+),
+
+user_state as (
+    {{ user_state('user_events', '__row_id') }}
+),
+
 staged_with_state as (
     select
         staged.*,
-        {{ user_state_columns('snapshot') }}
+        {{ user_state_columns('user_state') }}
     from staged
-    left join {{ snapshot }} as snapshot
-        on snapshot.user_id = staged.user_id
+    left join user_state
+        on user_state.state_key = staged.__row_id
 ),
 
 features as (

@@ -1,7 +1,12 @@
 with
 
-timeline as (
-    select * from {{ ref('int_user_state__timeline') }}
+transactions as (
+    select * from {{ ref('stg_bank__transactions') }}
+),
+
+-- Each transaction's state from the user's strictly earlier transactions: point in time.
+user_state as (
+    {{ user_state('transactions', 'transaction_id') }}
 ),
 
 final as (
@@ -13,10 +18,9 @@ final as (
         txn_count_30d,
         amount_sum_30d,
         last_event_at,
-        known_countries,
-        known_devices
-    from timeline
-    where not is_probe
+        last_same_country_at,
+        last_same_device_at
+    from user_state
 )
 
 select * from final

@@ -16,7 +16,7 @@ renamed as (
 deduplicated as (
     select *
     from renamed
-    qualify row_number() over (partition by transaction_id order by source_file, event_at) = 1
+    {{ first_delivery('transaction_id', 'source_file', 'event_at') }}
 ),
 
 final as (

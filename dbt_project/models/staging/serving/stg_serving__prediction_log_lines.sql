@@ -61,7 +61,9 @@ requests as (
             when has_predictions then json_extract(doc, '$.predictions[*]')
             else []::json[]
         end as predictions,
-        case when is_record_line then try_cast(doc->>'record_index' as bigint) end as line_record_index
+        case when is_record_line then try_cast(doc->>'record_index' as bigint) end as line_record_index,
+        -- The feature vector each prediction used (model order); absent in logs of earlier servers.
+        case when json_type(doc->'features') = 'ARRAY' then json_extract(doc, '$.features[*]') end as features
     from lines
 ),
 
@@ -69,13 +71,14 @@ requests as (
 -- shorter list is padded with nulls). A line without records still gives one row, to be flagged.
 logged_records as (
     select
-        requests.* exclude (records, predictions, line_record_index),
+        requests.* exclude (records, predictions, line_record_index, features),
         len(records) as count_records,
         len(predictions) as count_predictions,
         unnest(range(greatest(len(records), len(predictions), 1))) as position,
         case when is_record_line then line_record_index else position end as record_index,
         unnest(records) as record,
-        unnest(predictions) as prediction
+        unnest(predictions) as prediction,
+        unnest(coalesce(features, []::json[])) as feature_row
     from requests
 ),
 
@@ -96,6 +99,7 @@ parsed as (
         coalesce(json_type(record) = 'OBJECT', false) as has_inputs,
         try_cast(prediction->>'score' as double) as score,
         try_cast(prediction->>'label' as integer) as label,
+        try_cast(feature_row as double[]) as served_features,
         {%- for name, type in fields.items() %}
         record->>'{{ name }}' as {{ name }}_text,
         try_cast(record->>'{{ name }}' as {{ type }}) as {{ name }}{{ "," if not loop.last }}
@@ -133,6 +137,7 @@ final as (
         model_id,
         score,
         label,
+        served_features,
         {%- for name in fields %}
         {{ name }}{{ "," if not loop.last }}
         {%- endfor %}

@@ -17,6 +17,7 @@ final as (
         model_id,
         score,
         label as predicted_label,
+        served_features,
         {{ bank_transaction_columns() }},
         cast(cast(txn_ts as timestamp) as date) as event_date,
         log_file,

@@ -1,0 +1,8 @@
+{#-
+  The processor re-sends some records: of each transaction id, the first delivery is kept (the
+  earliest landing file, then the earliest event time). Shared by the staging model and the
+  online store's landed events (stg_bank__transaction_events), so both keep the same copy.
+-#}
+{% macro first_delivery(id, file, at) -%}
+    qualify row_number() over (partition by {{ id }} order by {{ file }}, {{ at }}) = 1
+{%- endmacro %}

@@ -1,0 +1,207 @@
+"""Entity state at request time: the events of a request's entities, from the online store and
+from the request itself, in the shapes the two feature paths read.
+
+For a record of entity e at time t the state is what the dbt state SQL gives over e's events
+that the system knows (landed, materialized, and scored by any server since) plus the request's
+own records, strictly before t. The SQL path registers them as the bundle's events relation
+(one row per event, the raw input fields, ``__row_id`` set on the request's own rows); the fused
+graph takes them as ``[N, K]`` tensors, row i holding its entity's events, with a validity mask.
+No state is computed here: both paths run the state SQL (or its compiled form) over these.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from serving.bundle import InputField
+from serving.errors import FieldProblem, InputValidationError
+from serving.fused import INT64_NULL, STRING_NULL
+from serving.schema import ROW_ID, arrow_schema
+from serving.store import EntitySpec, Events, OnlineStore, RecordOutcome, check_fields
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_MICROSECOND = dt.timedelta(microseconds=1)
+VALID = "__valid"
+
+
+def events_input(spec: EntitySpec, field: str) -> str:
+    """The fused graph's input holding ``field`` of each row's entity events."""
+    return f"{spec.relation}__{field}"
+
+
+def _micros(value: dt.datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
+@dataclass
+class Gathered:
+    """One entity's events for one request."""
+
+    spec: EntitySpec
+    keys: list[str | None]
+    """Each record's store key (the text of its entity key), None without one."""
+    rows: list[tuple[Any, ...]]
+    """Each record as an event: (event key, time in microseconds, fields...)."""
+    held: dict[str, Events]
+    """The store's events per key, without those the request re-sends."""
+    members: dict[str | None, list[int]]
+    """The request's records per key."""
+
+
+class EntityState:
+    """Reads, shapes and records the entity state of requests for one bundle."""
+
+    def __init__(self, specs: Sequence[EntitySpec], schema: Sequence[InputField], store: OnlineStore) -> None:
+        self.specs = tuple(specs)
+        self.store = store
+        self._schema = tuple(schema)
+        self._arrow = arrow_schema(schema)
+        for spec in self.specs:
+            check_fields(store, spec)
+
+    def distinct(self, request: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
+        """(first row of each event, each row's event) when the request sends an event twice, else
+        None. A re-sent event is one event: scored once, with the same state, counted once. Two
+        records with one event key and different values are refused (``InputValidationError``):
+        which one is the event cannot be decided, and neither is silently dropped."""
+        keys = list(zip(*(request.column(s.event_key).to_pylist() for s in self.specs)))
+        if len(set(keys)) == len(keys):
+            return None
+        first: dict[tuple[Any, ...], int] = {}
+        rows = request.drop_columns([ROW_ID]).to_pylist()
+        problems = []
+        for i, k in enumerate(keys):
+            j = first.setdefault(k, i)
+            if j != i and rows[j] != rows[i]:
+                differ = sorted(name for name in rows[i] if rows[i][name] != rows[j][name])
+                problems.append(FieldProblem(i, self.specs[0].event_key,
+                                             f"re-sends the event of record {j} ({k[0]!r}) with other values in {differ}"))
+        if problems:
+            raise InputValidationError(problems)
+        order = sorted(first.values())
+        position = {row: j for j, row in enumerate(order)}
+        return np.asarray(order, dtype=np.int64), np.asarray([position[first[k]] for k in keys], dtype=np.int64)
+
+    def gather(self, request: pa.Table) -> list[Gathered]:
+        out = []
+        for spec in self.specs:
+            raw_keys = request.column(spec.key).to_pylist()
+            keys = [None if k is None else str(k) for k in raw_keys]
+            columns = [request.column(name).to_pylist() for name in spec.stored]
+            times = [_micros(t) for t in columns[1]]
+            rows = [(k, t, *rest) for k, t, *rest in zip(columns[0], times, *columns[2:])]
+            members: dict[str | None, list[int]] = {}
+            for i, k in enumerate(keys):
+                members.setdefault(k, []).append(i)
+            wanted = [k for k in members if k is not None]
+            held = self.store.read(spec, wanted) if wanted else {}
+            resent = {str(r[0]) for r in rows}
+            for k, events in held.items():
+                if any(str(e) in resent for e in events.keys):
+                    held[k] = events.take([i for i, e in enumerate(events.keys) if str(e) not in resent])
+            out.append(Gathered(spec, keys, rows, held, members))
+        return out
+
+    def record(self, gathered: list[Gathered]) -> RecordOutcome:
+        """Write the request's records into the store (idempotent by event key)."""
+        outcome = RecordOutcome()
+        for g in gathered:
+            seen: set[str] = set()
+            rows = []
+            for key, row in zip(g.keys, g.rows):
+                if key is None or row[0] is None or row[1] is None or str(row[0]) in seen:
+                    continue
+                seen.add(str(row[0]))
+                rows.append((key, row))
+            outcome = outcome + self.store.record(g.spec, rows)
+        return outcome
+
+    # ---- the SQL path
+
+    def tables(self, request: pa.Table, gathered: list[Gathered]) -> dict[str, pa.Table]:
+        """Each events relation: the held events, then the request's records (first per event key)."""
+        out = {}
+        for g in gathered:
+            columns: dict[str, list[Any]] = {f.name: [] for f in self._schema}
+            row_ids: list[int | None] = []
+            for key, events in g.held.items():
+                typed = request.column(g.spec.key)[g.members[key][0]].as_py()
+                for i in range(len(events)):
+                    values = dict(zip(g.spec.stored, events.row(i)))
+                    for name in columns:
+                        columns[name].append(typed if name == g.spec.key else values.get(name))
+                    row_ids.append(None)
+            seen: set[str] = set()
+            request_rows = request.to_pylist()
+            for i, record in enumerate(request_rows):
+                event_key = str(record.get(g.spec.event_key))
+                if event_key in seen:
+                    continue
+                seen.add(event_key)
+                for name in columns:
+                    columns[name].append(record[name])
+                row_ids.append(record[ROW_ID])
+            times = columns[g.spec.time]
+            for j, t in enumerate(times):  # held times are microseconds, the request's datetimes
+                if isinstance(t, int):
+                    times[j] = _EPOCH + dt.timedelta(microseconds=t)
+            arrays = [pa.array(columns[f.name], type=self._arrow.field(f.name).type) for f in self._schema]
+            arrays.append(pa.array(row_ids, type=pa.int64()))
+            out[g.spec.relation] = pa.Table.from_arrays(arrays, schema=self._arrow.append(pa.field(ROW_ID, pa.int64())))
+        return out
+
+    # ---- the fused path
+
+    def feeds(self, gathered: list[Gathered], inputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """The fused graph's [N, K] event inputs that it declares (``inputs``)."""
+        types = {f.name: f.type for f in self._schema}
+        out: dict[str, np.ndarray] = {}
+        for g in gathered:
+            wanted = [f for f in g.spec.stored[1:] if events_input(g.spec, f) in inputs]
+            n = len(g.keys)
+            per_row: list[list[tuple[Any, ...]]] = []
+            for i, key in enumerate(g.keys):
+                events = g.held.get(key) if key is not None else None
+                rows = [events.row(j) for j in range(len(events))] if events is not None else []
+                rows.extend(g.rows[j] for j in g.members[key])
+                per_row.append(rows)
+            width = max(len(r) for r in per_row) if per_row else 1
+            valid = np.zeros((n, width), dtype=np.bool_)
+            for i, rows in enumerate(per_row):
+                valid[i, :len(rows)] = True
+            if events_input(g.spec, VALID) in inputs:
+                out[events_input(g.spec, VALID)] = valid
+            for name in wanted:
+                position = g.spec.stored.index(name)
+                kind = "timestamp" if name == g.spec.time else types[name]
+                out[events_input(g.spec, name)] = _column([[r[position] for r in rows] for rows in per_row], kind, width)
+        return out
+
+
+def _column(values: list[list[Any]], kind: str, width: int) -> np.ndarray:
+    """Padded [N, K] values in the fused graph's encoding (padding is masked out by validity)."""
+    if kind == "string":
+        out = np.full((len(values), width), STRING_NULL, dtype=object)
+        for i, row in enumerate(values):
+            out[i, :len(row)] = [STRING_NULL if v is None else v for v in row]
+        return out
+    if kind in ("integer", "timestamp"):
+        out = np.full((len(values), width), INT64_NULL, dtype=np.int64)
+        for i, row in enumerate(values):
+            out[i, :len(row)] = [INT64_NULL if v is None else v for v in row]
+        return out
+    if kind == "double":
+        out = np.full((len(values), width), np.nan, dtype=np.float64)
+        for i, row in enumerate(values):
+            out[i, :len(row)] = [np.nan if v is None else v for v in row]
+        return out
+    out = np.zeros((len(values), width), dtype=np.bool_)
+    for i, row in enumerate(values):
+        out[i, :len(row)] = [bool(v) for v in row]
+    return out
