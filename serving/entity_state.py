@@ -23,7 +23,7 @@ from serving.bundle import InputField
 from serving.errors import FieldProblem, InputValidationError
 from serving.fused import INT64_NULL, STRING_NULL
 from serving.schema import ROW_ID, arrow_schema
-from serving.store import EntitySpec, Events, OnlineStore, RecordOutcome, check_fields
+from serving.store import EntitySpec, Events, OnlineStore, RecordOutcome, StoreUnavailable, check_fields
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -62,8 +62,17 @@ class EntityState:
         self.store = store
         self._schema = tuple(schema)
         self._arrow = arrow_schema(schema)
-        for spec in self.specs:
-            check_fields(store, spec)
+        self._unchecked = list(self.specs)
+        try:
+            self._check()
+        except StoreUnavailable:
+            pass  # checked at the first request: a server starts while its store is down, and is not ready
+
+    def _check(self) -> None:
+        """Refuse a store whose layout for an entity differs (``StoreSchemaError``), once per entity."""
+        while self._unchecked:
+            check_fields(self.store, self._unchecked[0])
+            self._unchecked.pop(0)
 
     def distinct(self, request: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
         """(first row of each event, each row's event) when the request sends an event twice, else
@@ -89,6 +98,7 @@ class EntityState:
         return np.asarray(order, dtype=np.int64), np.asarray([position[first[k]] for k in keys], dtype=np.int64)
 
     def gather(self, request: pa.Table) -> list[Gathered]:
+        self._check()
         out = []
         for spec in self.specs:
             raw_keys = request.column(spec.key).to_pylist()
@@ -127,30 +137,31 @@ class EntityState:
     def tables(self, request: pa.Table, gathered: list[Gathered]) -> dict[str, pa.Table]:
         """Each events relation: the held events, then the request's records (first per event key)."""
         out = {}
+        request_columns = {name: request.column(name).to_pylist() for name in request.column_names}
         for g in gathered:
+            position = {name: j for j, name in enumerate(g.spec.stored)}
             columns: dict[str, list[Any]] = {f.name: [] for f in self._schema}
-            row_ids: list[int | None] = []
+            held_rows = 0
             for key, events in g.held.items():
-                typed = request.column(g.spec.key)[g.members[key][0]].as_py()
-                for i in range(len(events)):
-                    values = dict(zip(g.spec.stored, events.row(i)))
-                    for name in columns:
-                        columns[name].append(typed if name == g.spec.key else values.get(name))
-                    row_ids.append(None)
-            seen: set[str] = set()
-            request_rows = request.to_pylist()
-            for i, record in enumerate(request_rows):
-                event_key = str(record.get(g.spec.event_key))
-                if event_key in seen:
-                    continue
-                seen.add(event_key)
-                for name in columns:
-                    columns[name].append(record[name])
-                row_ids.append(record[ROW_ID])
-            times = columns[g.spec.time]
-            for j, t in enumerate(times):  # held times are microseconds, the request's datetimes
-                if isinstance(t, int):
-                    times[j] = _EPOCH + dt.timedelta(microseconds=t)
+                typed = request_columns[g.spec.key][g.members[key][0]]
+                for name, values in columns.items():
+                    if name == g.spec.key:
+                        values.extend([typed] * len(events))
+                    elif name == g.spec.time:
+                        values.extend(_EPOCH + dt.timedelta(microseconds=v) for v in events.times)
+                    elif name in position:
+                        values.extend(events.column(position[name]))
+                    else:
+                        values.extend([None] * len(events))
+                held_rows += len(events)
+            first: dict[str, int] = {}
+            for i, event_key in enumerate(request_columns[g.spec.event_key]):
+                first.setdefault(str(event_key), i)
+            mine = sorted(first.values())
+            for name, values in columns.items():
+                column = request_columns[name]
+                values.extend(column[i] for i in mine)
+            row_ids = [None] * held_rows + [request_columns[ROW_ID][i] for i in mine]
             arrays = [pa.array(columns[f.name], type=self._arrow.field(f.name).type) for f in self._schema]
             arrays.append(pa.array(row_ids, type=pa.int64()))
             out[g.spec.relation] = pa.Table.from_arrays(arrays, schema=self._arrow.append(pa.field(ROW_ID, pa.int64())))
@@ -163,24 +174,22 @@ class EntityState:
         types = {f.name: f.type for f in self._schema}
         out: dict[str, np.ndarray] = {}
         for g in gathered:
-            wanted = [f for f in g.spec.stored[1:] if events_input(g.spec, f) in inputs]
-            n = len(g.keys)
-            per_row: list[list[tuple[Any, ...]]] = []
-            for i, key in enumerate(g.keys):
-                events = g.held.get(key) if key is not None else None
-                rows = [events.row(j) for j in range(len(events))] if events is not None else []
-                rows.extend(g.rows[j] for j in g.members[key])
-                per_row.append(rows)
-            width = max(len(r) for r in per_row) if per_row else 1
-            valid = np.zeros((n, width), dtype=np.bool_)
-            for i, rows in enumerate(per_row):
-                valid[i, :len(rows)] = True
+            # Column by column: row i's events are its entity's held events, then the request's
+            # records of that entity (the graph's frame keeps only those strictly before row i).
+            held = [g.held.get(key) if key is not None else None for key in g.keys]
+            mine = [g.members[key] for key in g.keys]
+            counts = [(len(h) if h is not None else 0) + len(m) for h, m in zip(held, mine)]
+            width = max(counts, default=1) or 1
+            valid = np.arange(width)[None, :] < np.asarray(counts)[:, None]
             if events_input(g.spec, VALID) in inputs:
                 out[events_input(g.spec, VALID)] = valid
-            for name in wanted:
-                position = g.spec.stored.index(name)
+            for position, name in enumerate(g.spec.stored):
+                if position == 0 or events_input(g.spec, name) not in inputs:
+                    continue
                 kind = "timestamp" if name == g.spec.time else types[name]
-                out[events_input(g.spec, name)] = _column([[r[position] for r in rows] for rows in per_row], kind, width)
+                values = [(h.column(position) if h is not None else []) + [g.rows[j][position] for j in m]
+                          for h, m in zip(held, mine)]
+                out[events_input(g.spec, name)] = _column(values, kind, width)
         return out
 
 

@@ -452,6 +452,9 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             metrics.count_error("store_unavailable")
             return _error_bytes(503, f"{exc}; the record was not scored (its entity state cannot be read). "
                                      "Retry when /ready answers 200.")
+        except StoreSchemaError as exc:  # found at the first request when the store was down at start
+            metrics.count_error("store_unavailable")
+            return _error_bytes(503, f"{exc}; the record was not scored")
         payload: dict[str, Any] = {"model_id": result.model_id, "request_id": request_id}
         if request.single:
             payload.update(result.to_records()[0])

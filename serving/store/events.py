@@ -43,6 +43,10 @@ class Events:
     def encode(self) -> bytes:
         return orjson.dumps([self.keys, self.times, *self.fields])
 
+    def column(self, position: int) -> list[Any]:
+        """The values of ``spec.stored[position]``: 0 the event keys, 1 the times, then the fields."""
+        return self.keys if position == 0 else self.times if position == 1 else self.fields[position - 2]
+
     def row(self, i: int) -> tuple[Any, ...]:
         return (self.keys[i], self.times[i], *(c[i] for c in self.fields))
 

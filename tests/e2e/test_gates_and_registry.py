@@ -103,7 +103,7 @@ def test_slices_by_predicate_and_by_value_are_computed_in_duckdb() -> None:
 def test_latency_gate_blocks_a_model_over_its_budget(pipeline_run: PipelineRun, raw_records: list[dict]) -> None:
     from training.gates import latency_gate
 
-    predictor = Predictor.load(pipeline_run.registry)
+    predictor = Predictor.load(pipeline_run.registry, record=False)
     result = latency_gate(predictor, raw_records[:40], budget_ms=0.001)
     assert not result.passed and result.value > 0.001
 

@@ -46,7 +46,7 @@ def test_a_clean_run_passes_every_check_and_publishes_what_it_trains_on(pipeline
 
 
 def test_deployed_model_scores_raw_records_in_process(pipeline_run: PipelineRun, raw_records: list[dict]) -> None:
-    predictor = Predictor.load(pipeline_run.registry)
+    predictor = Predictor.load(pipeline_run.registry, record=False)
     result = predictor.predict(raw_records)
     assert result.model_id == read_champion(pipeline_run.registry)["bundle_id"]
     assert result.scores.shape == (len(raw_records),) and np.all((result.scores >= 0) & (result.scores <= 1))

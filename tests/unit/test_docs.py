@@ -49,3 +49,14 @@ def test_readme_is_a_front_door_that_links_every_docs_page() -> None:
     linked = {(REPO / target.partition("#")[0]).resolve() for target in LINK.findall(readme)}
     unlinked = [p.name for p in PAGES[1:] if p.resolve() not in linked]
     assert not unlinked, f"docs pages the README does not link: {unlinked}"
+
+
+def test_the_fused_docs_list_exactly_what_the_compiler_registry_supports() -> None:
+    from training.fused.emitters import supported_table
+
+    text = (REPO / "docs" / "fused.md").read_text()
+    listed = re.search(r"<!-- supported-sql:start -->\n(.*?)\n<!-- supported-sql:end -->", text, re.S)
+    assert listed, "docs/fused.md lost its supported-sql markers"
+    assert listed.group(1).strip() == supported_table(), (
+        "docs/fused.md's supported SQL differs from the registry: regenerate it with "
+        "python -c \"from training.fused.emitters import supported_table; print(supported_table())\"")

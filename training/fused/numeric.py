@@ -9,6 +9,7 @@ unnecessary at compile time, so they cost no node.
 
 from __future__ import annotations
 
+import decimal
 import math
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,21 @@ def out_of(c: Compiler, n: Num, lo: float, hi: float, strict: bool = False) -> s
     inside = c.op("And", [c.op("GreaterOrEqual", [n.value, c.g.f64(lo)]), c.op("LessOrEqual", [n.value, c.g.f64(hi)])])
     outside = c.op("Not", [inside], "outside")
     return c.op("And", [outside, c.op("Not", [n.null])]) if n.null else outside
+
+
+def past_exact(c: Compiler, n: Num) -> str | None:
+    """Rows whose float64 (the scaled integer for a DECIMAL) is 2**53 or more in magnitude: there a
+    comparison with a constant float64 cannot hold exactly (2**53 + 1) may look equal to them."""
+    scale = 10.0 ** n.type.scale if n.type.kind == "decimal" else 1.0
+    return out_of(c, n.with_facts(lo=n.facts.lo * scale, hi=n.facts.hi * scale), -(EXACT_LIMIT - 1), EXACT_LIMIT - 1)
+
+
+def inexact_constant(value: object, t: SqlType) -> bool:
+    """Whether an integer or DECIMAL constant of type ``t`` is past what float64 holds exactly."""
+    if t.kind not in ("integer", "decimal") or value is None or isinstance(value, bool):
+        return False
+    scaled = decimal.Decimal(str(value)).scaleb(t.scale if t.kind == "decimal" else 0)
+    return abs(scaled) >= EXACT_LIMIT
 
 
 def exact_limit(t: SqlType) -> float:

@@ -47,8 +47,12 @@ def compare(c: Any, op: str, left: Value, right: Value, sql: str) -> Value:
     if a.type != TIMESTAMP:
         common = supertype(a.type, b.type, sql)
         a, b = numeric.convert(c, a, common, sql), numeric.convert(c, b, common, sql)
+    unsure = [a.unsure, b.unsure]
+    for constant, other in ((left, b), (right, a)):  # DuckDB compares integers exactly; float64 cannot past 2**53
+        if isinstance(constant, Const) and numeric.inexact_constant(constant.value, other.type):
+            unsure.append(numeric.past_exact(c, other))
     value = numeric.nan_order_compare(c, op, a, b)
-    return Bool(value, c.any([a.null, b.null]), c.any([a.unsure, b.unsure]))
+    return Bool(value, c.any([a.null, b.null]), c.any(unsure))
 
 
 def _fold(op: str, left: Const, right: Const, sql: str) -> Any:

@@ -11,7 +11,7 @@ features as (
 ),
 
 final as (
-    select features.*, deliveries.duration_min
+    select features.*, deliveries.duration_s
     from features inner join deliveries using (order_id)
 )
 

@@ -3,7 +3,7 @@ with source as (
 ),
 
 final as (
-    select {{ delivery_columns() }}, cast(duration_min as double) as duration_min
+    select {{ delivery_columns() }}, cast(duration_s as double) as duration_s
     from source
 )
 
