@@ -55,6 +55,23 @@ wrk.headers["Content-Type"] = "application/json"
 local f = io.open("{body}", "rb"); wrk.body = f:read("*a"); f:close()
 """
 
+# Single records are new events, each with its own key, so every request reads its entity's state
+# and writes the event through to the store, as live traffic does (a re-sent event writes nothing).
+WRK_FRESH_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{body}", "rb"); local template = f:read("*a"); f:close()
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+local users = {{{users}}}
+local n = 0
+function request()
+  n = n + 1
+  local body = template:gsub("__EVENT__", "wrk-" .. tid .. "-" .. n):gsub("__USER__", users[n % #users + 1])
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
 
 def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -86,7 +103,8 @@ def in_process(predictor: Predictor, table: pa.Table, records: list[dict], n: in
     name = model.get_inputs()[0].name
     raw = lambda m: model.run(None, {name: m})  # noqa: E731
     rows = []
-    one = timings(lambda: predictor.predict([records[0]]), n) * 1e3
+    fresh = iter(fresh_events(records, n + 50, "in-process"))
+    one = timings(lambda: predictor.predict([next(fresh)]), n) * 1e3
     rows.append(("in-process single record (dict)", pct(one), pct(timings(lambda: raw(matrix[:1]), n) * 1e3)))
     for size in (1000, 10_000):
         arrow = table.slice(0, size)
@@ -100,15 +118,38 @@ def in_process(predictor: Predictor, table: pa.Table, records: list[dict], n: in
     return rows
 
 
+def copy_store(registry: Path, scratch: Path) -> str:
+    """A copy of the embedded store beside ``registry`` (its entity state), as a store URL; "" when none."""
+    from serving.predictor import default_store_url  # noqa: PLC0415
+    from serving.registry import resolve_bundle_path  # noqa: PLC0415
+
+    url = default_store_url(resolve_bundle_path(registry))
+    source = Path(url.removeprefix("embedded:"))
+    if not url.startswith("embedded:") or not source.exists():
+        return ""
+    shutil.copytree(source, scratch / "online_store")
+    return f"embedded:{scratch / 'online_store'}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wrk(url: str, body: bytes, connections: int, seconds: int, work: Path) -> dict[str, float]:
+def fresh_events(records: list[dict], n: int, tag: str) -> list[dict]:
+    """``n`` new events of the sample's users: unique keys, times just after the landed ones."""
+    last = max(dt.datetime.fromisoformat(r["txn_ts"]) for r in records)
+    return [{**records[i % len(records)], "txn_id": f"{tag}-{i}",
+             "txn_ts": (last + dt.timedelta(seconds=1 + i // 1000)).isoformat()} for i in range(n)]
+
+
+def wrk(url: str, body: bytes, connections: int, seconds: int, work: Path, users: list[str] = ()) -> dict[str, float]:
+    """wrk's figures for ``body``; one with ``__EVENT__`` and ``__USER__`` is a new event per request,
+    of a user cycled through ``users``."""
     (work / "body.json").write_bytes(body)
-    (work / "post.lua").write_text(WRK_LUA.format(body=work / "body.json"))
+    lua = WRK_FRESH_LUA if b"__EVENT__" in body else WRK_LUA
+    (work / "post.lua").write_text(lua.format(body=work / "body.json", users=", ".join(json.dumps(u) for u in users)))
     out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
                           "-s", str(work / "post.lua"), url], capture_output=True, text=True, check=True).stdout
     unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -123,21 +164,23 @@ def wrk(url: str, body: bytes, connections: int, seconds: int, work: Path) -> di
 
 
 def over_http(registry: Path, records: list[dict], seconds: int, work: Path, raw_batch: str,
-              path: str = "auto", workers: int = 1, scoring_threads: int = 2) -> list[tuple[str, str, str]]:
+              path: str = "auto", workers: int = 1, scoring_threads: int = 2, store: str = "") -> list[tuple[str, str, str]]:
     """``raw_batch``: raw onnxruntime's 1,000-row figure from this run, shown beside the HTTP batches."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "serving", "--registry", str(registry), "--host", "127.0.0.1",
                                "--port", str(port), "--prediction-logs", str(work / "logs"), "--path", path,
-                               "--workers", str(workers), "--scoring-threads", str(scoring_threads)],
+                               "--workers", str(workers), "--scoring-threads", str(scoring_threads),
+                               *(("--store", store) if store else ())],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/predict"
     try:
         wait_for(port, server)
         wait_for_workers(port, workers)
         rows = []
-        one = json.dumps(records[0]).encode()
+        one = json.dumps({**records[0], "txn_id": "__EVENT__", "user_id": "__USER__"}).encode()
+        users = sorted({r["user_id"] for r in records})
         for c in (1, 16):
-            r = wrk(url, one, c, seconds, work)
+            r = wrk(url, one, c, seconds, work, users)
             rows.append((f"HTTP single record, concurrency {c}",
                          f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, {r['rps']:,.0f} req/s"
                          + (f", {r['non2xx']:.0f} non-2xx" if r["non2xx"] else ""), ""))
@@ -312,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         print('bench: MLflow is not installed, so the MLflow peer is skipped; install it with '
               '`pip install -e ".[bench]"` and run again with --mlflow', file=sys.stderr)
         args.mlflow = False
-    predictor = Predictor.load(args.registry, path=args.path)
+    # The bench writes events: it works on a copy of the registry's online store, never the store itself.
+    scratch = Path(tempfile.mkdtemp(prefix="bench-serving-store-"))
+    store = copy_store(args.registry, scratch)
+    predictor = Predictor.load(args.registry, path=args.path, store=store)
     table = sample(args.landing, [f.name for f in predictor.manifest.input_schema], 10_000)
     records = as_records(table)
     print(f"machine: {machine()}")
@@ -328,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_http:
             raw_batch = next(raw for name, _, raw in rows if name.startswith("in-process 1,000-record batch (Arrow)"))
             rows += over_http(args.registry, records, args.seconds, Path(tmp), f"{raw_batch} (one core)", args.path,
-                              args.workers, args.scoring_threads)
+                              args.workers, args.scoring_threads, store)
         if args.mlflow:
             rows += mlflow_peer(args.config, Predictor.load(args.registry), matrix, our_score, args.seconds, Path(tmp))
     width = max(len(r[0]) for r in rows)
@@ -337,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<{width}}  {ours:<48}  {raw}")
     for line in ratios(rows):
         print(line)
+    shutil.rmtree(scratch, ignore_errors=True)
     if not args.mlflow and not args.no_http:
         print('MLflow peer not run: add --mlflow --config <pipeline.yml> (needs `pip install -e ".[bench]"`)')
     return 0

@@ -144,7 +144,9 @@ def test_generated_expressions_match_duckdb(request: pytest.FixtureRequest) -> N
     # Found by the long run: 2**53 + 1 is 2**53 in float64, so t.i1 = 2**53 looked equal to it.
     ["cast((t.i1 in (0, 0, 9007199254740993)) as integer)"],
     ["cast((t.i1 = 9007199254740993) as integer)", "cast((t.i1 < -9007199254740993) as integer)"],
+    # Found by the long run: a DECIMAL rescaled through int64 lost the NaN that marked a NULL.
+    ["cast(cast(t.d1 as decimal(18, 2)) as bigint)", "cast(cast(t.d1 as decimal(18, 3)) as decimal(18, 1))"],
 ])
 def test_cases_the_long_run_found(features: list[str]) -> None:
     for seed in range(4):
-        check(features, ["bool"] * len(features), seed)
+        check(features, ["num"] * len(features), seed)

@@ -156,8 +156,9 @@ def convert(c: Compiler, n: Num, to: SqlType, where: str) -> Num:
                        c.any([n.unsure, bad]))
         if src.kind == "decimal":
             value = rescale_int(c, n.value, src.scale) if src.scale else n.value
-            out = Num(value, n.null, to, Facts(floor_bound(f.lo - 1), ceil_bound(f.hi + 1), False, True, f.nan_is_null),
-                      n.unsure)
+            # Through int64 a NULL's NaN is lost: the NULL mask has to say where NULL is.
+            out = Num(value, n.null, to, Facts(floor_bound(f.lo - 1), ceil_bound(f.hi + 1), False, True,
+                                               f.nan_is_null and not src.scale), n.unsure)
             return checked(c, Num(out.value, out.null, to, out.facts, c.any([out.unsure, out_of(c, out, low, high)])))
         # DOUBLE: nearest, halves to even; DuckDB raises past the range (and wraps right at its edge).
         limit = 2.0 ** (to.bits - 1) - 1
@@ -177,7 +178,8 @@ def convert(c: Compiler, n: Num, to: SqlType, where: str) -> Num:
                 value = c.op("Mul", [n.value, g.f64(10.0 ** (to.scale - src.scale))]) if to.scale > src.scale else n.value
             else:
                 value = rescale_int(c, n.value, src.scale - to.scale)
-            return checked(c, Num(value, n.null, to, Facts(f.lo, f.hi, False, True, f.nan_is_null), n.unsure))
+            nan_is_null = f.nan_is_null and to.scale >= src.scale  # rescale_int goes through int64
+            return checked(c, Num(value, n.null, to, Facts(f.lo, f.hi, False, True, nan_is_null), n.unsure))
         # DOUBLE or FLOAT: round(x * 10**scale), halves away from zero, as DuckDB's DoubleToDecimalCast;
         # for a FLOAT the rounded value goes through a float once more.
         scaled = c.op("Mul", [n.value, g.f64(10.0 ** to.scale)], "scaled") if to.scale else n.value
