@@ -113,13 +113,14 @@ def start_redis(work: Path) -> tuple[subprocess.Popen, str]:
 
 def entity_rows(first: int, count: int, events: int, rng: np.random.Generator) -> list[tuple[str, tuple[Any, ...]]]:
     """``events`` events for each of entities first..first+count, over the 30 days from START_US."""
-    rows = []
-    for e in range(first, first + count):
-        times = np.sort(rng.integers(START_US, START_US + 30 * DAY_US, events))
-        for j, t in enumerate(times):
-            rows.append((f"u{e}", (f"t{e}-{j}", int(t), round(float(rng.gamma(2, 40)), 2),
-                                   COUNTRIES[int(rng.integers(len(COUNTRIES)))], DEVICES[int(rng.integers(3))])))
-    return rows
+    shape = (count, events)
+    times = np.sort(rng.integers(START_US, START_US + 30 * DAY_US, shape), axis=1).ravel().tolist()
+    amounts = np.round(rng.gamma(2, 40, shape), 2).ravel().tolist()
+    countries = [COUNTRIES[i] for i in rng.integers(len(COUNTRIES), size=count * events).tolist()]
+    devices = [DEVICES[i] for i in rng.integers(len(DEVICES), size=count * events).tolist()]
+    users = [f"u{e}" for e in range(first, first + count) for _ in range(events)]
+    event_keys = [f"t{e}-{j}" for e in range(first, first + count) for j in range(events)]
+    return [(u, (k, t, a, c, d)) for u, k, t, a, c, d in zip(users, event_keys, times, amounts, countries, devices)]
 
 
 def load(store: Any, first: int, count: int, events: int, seed: int, batch: int = 20_000) -> None:

@@ -1,7 +1,8 @@
 """The embedded online store: LMDB, one file next to the artifacts, no server.
 
-Chosen by measurement (docs/online-store.md): a read-modify-write of one entity's events takes
-about 15 us against about 60 us for SQLite in WAL mode on this machine. LMDB lets many processes
+Chosen by measurement against SQLite in WAL mode (``bench/online_store.py``, figures in
+docs/online-store.md): a read of one entity's events is faster, a write-through about the same,
+and readers never wait for the writer. LMDB lets many processes
 share the file (``serve-model --workers N``) with one writer at a time, and writes each commit
 to the kernel before returning, so a killed process (SIGKILL) loses nothing it committed; it
 does not fsync every commit (``sync=False``), so a power cut can lose the last moments.
