@@ -50,8 +50,11 @@ class ServerProcess:
 
 
 def start_server(*args: str, work: Path, ready_timeout: float = 60) -> ServerProcess:
-    """``python -m serving ARGS --host 127.0.0.1 --port P`` with output in ``work/server.log``; waits for /ready."""
+    """``python -m serving ARGS --host 127.0.0.1 --port P`` with output in ``work/server.log``; waits for /ready.
+    Without ``--api-keys`` in ARGS the server runs with ``--no-auth`` (tests/e2e/test_auth.py checks keys)."""
     port = free_port()
+    if "--api-keys" not in args and "--no-auth" not in args:
+        args = (*args, "--no-auth")
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "server.log"
     with open(log_path, "w") as out:
