@@ -120,11 +120,17 @@ def test_a_score_only_key_cannot_change_an_entitys_state(keyed: tuple[ServerProc
     last = dt.datetime.fromisoformat(max(r["txn_ts"] for r in raw_records))
     target, control = raw_records[0]["user_id"], next(r["user_id"] for r in raw_records if r["user_id"] != raw_records[0]["user_id"])
 
-    def probe(user: str) -> float:
+    probes = iter(range(1_000))
+
+    def probe(user: str) -> tuple[float, list]:
+        """The score and the logged feature vector of the user's next (unrecorded) transaction."""
         record = {**raw_records[0], "user_id": user, "txn_id": f"probe-{user}", "txn_ts": (last + dt.timedelta(hours=1)).isoformat()}
-        r = httpx.post(f"{server.base}/predict", json=record, headers=bearer(keys["reader"]))
+        request_id = f"probe-{next(probes)}"
+        r = httpx.post(f"{server.base}/predict", json=record, headers={**bearer(keys["reader"]), "x-request-id": request_id})
         assert r.status_code == 200, r.text
-        return r.json()["score"]
+        logs = sorted((server.log_path.parent / "logs").glob("*.jsonl"))
+        (features,) = [p["features"] for p in logged_predictions(logs) if p["request_id"] == request_id]
+        return r.json()["score"], features
 
     def recorded() -> float:
         text = httpx.get(f"{server.base}/metrics", headers=bearer(keys["ops"])).text
@@ -138,13 +144,13 @@ def test_a_score_only_key_cannot_change_an_entitys_state(keyed: tuple[ServerProc
         assert httpx.post(f"{server.base}/predict", json=event, headers=bearer(keys["reader"])).status_code == 200
     assert probe(target) == before
     assert recorded() == recorded_before
-    # The same attempt with the record scope does change state: the probe would have seen it.
+    # The same attempt with the record scope does change state: the probe's features would have shown it.
     control_before = probe(control)
     written = httpx.post(f"{server.base}/predict", json={"records": _poison(control, last, raw_records[0], "control")},
                          headers=bearer(keys["writer"]))
     assert written.status_code == 200
     assert recorded() == recorded_before + 30
-    assert probe(control) != control_before
+    assert probe(control)[1] != control_before[1]
 
 
 def test_a_rotated_key_file_takes_effect_without_a_restart_or_a_failed_request(
