@@ -33,7 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.auth.guard import NO_AUTH, SCOPE_KEY, Grant, KeyWatcher, RequireKey
+from serving.auth.guard import SCOPE_KEY, UNCHECKED, Grant, KeyWatcher, RequireKey
 from serving.bundle import InputField
 from serving.errors import BundleError, FeatureComputationError, InputValidationError, KeyFileError, RegistryError
 from serving.metrics import CONTENT_TYPE, ServerMetrics
@@ -324,7 +324,7 @@ class PredictFastPath:
         if raw is False:
             return  # the client went away; there is no one to answer
         given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        status, body, headers = await self.answer(raw, given, scope.get(SCOPE_KEY, NO_AUTH))
+        status, body, headers = await self.answer(raw, given, scope.get(SCOPE_KEY, UNCHECKED))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()), *headers]})
@@ -488,7 +488,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
         except _BodyTooLarge:
             raw = None
         status, content, headers = await answer(raw, request.headers.get("x-request-id", ""),
-                                                request.scope.get(SCOPE_KEY, NO_AUTH))
+                                                request.scope.get(SCOPE_KEY, UNCHECKED))
         return Response(content, status_code=status, media_type="application/json",
                         headers={k.decode(): v.decode() for k, v in headers})
 

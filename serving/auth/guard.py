@@ -46,6 +46,9 @@ class Grant:
 
 
 NO_AUTH = Grant(key_id=None, record=True)
+"""``--no-auth``: every request may record."""
+UNCHECKED = Grant(key_id=None, record=False)
+"""What a request that did not pass ``RequireKey`` gets (an app mounted without it): no writes."""
 
 
 class KeyWatcher:
