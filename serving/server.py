@@ -469,6 +469,9 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
         except FeatureComputationError as exc:
             metrics.count_error("invalid_input")
             return _error_bytes(422, str(exc))
+        except InputValidationError as exc:  # found while scoring: an event re-sent with other values
+            metrics.count_error("invalid_input")
+            return _error_bytes(422, str(exc), [p.__dict__ for p in exc.problems])
         except StoreUnavailable as exc:
             metrics.count_error("store_unavailable")
             return _error_bytes(503, f"{exc}; the record was not scored (its entity state cannot be read). "
