@@ -169,7 +169,7 @@ def over_http(registry: Path, records: list[dict], seconds: int, work: Path, raw
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "serving", "--registry", str(registry), "--host", "127.0.0.1",
                                "--port", str(port), "--prediction-logs", str(work / "logs"), "--path", path,
-                               "--workers", str(workers), "--scoring-threads", str(scoring_threads),
+                               "--workers", str(workers), "--scoring-threads", str(scoring_threads), "--no-auth",
                                *(("--store", store) if store else ())],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/predict"

@@ -41,3 +41,30 @@ class InputValidationError(ValueError):
 class FeatureComputationError(ValueError):
     """The feature SQL raises for these records (DuckDB's own error: a value out of a cast's range,
     the logarithm of zero...), as the warehouse's build would for such data. Nothing was scored."""
+
+
+@dataclass(frozen=True)
+class KeyFileProblem:
+    """One thing wrong with an API key file."""
+
+    field: str
+    """Where in the file: ``keys.ci.scopes``, say (``$`` for the whole document)."""
+    expected: str
+    """What belongs there."""
+    actual: str
+    """What is there."""
+
+    def __str__(self) -> str:
+        return f"field {self.field!r}: expected {self.expected}, got {self.actual}"
+
+
+class KeyFileError(ValueError):
+    """An API key file cannot be read or is malformed. At start the server refuses to run; on a
+    reload it keeps the keys it had."""
+
+    def __init__(self, path: str, problems: list[KeyFileProblem]) -> None:
+        self.path = path
+        self.problems = problems
+        shown = "; ".join(str(p) for p in problems)
+        super().__init__(f"API key file {path}: {shown}. Fix the file (or reissue keys with "
+                         "`python -m serving.auth issue --file ...`); see docs/auth.md")

@@ -22,6 +22,8 @@ ERROR_KINDS = ("invalid_json", "invalid_input", "body_too_large", "too_many_reco
 RELOAD_OUTCOMES = ("swapped", "refused")
 STATE_OUTCOMES = ("recorded", "duplicate", "stale", "implausible")
 """What writing a scored record into the online store did (``serving.store.RecordOutcome``)."""
+AUTH_REASONS = ("missing_key", "unknown_key", "wrong_scope")
+"""Why a request was refused by ``serving.auth`` (401, 401, 403)."""
 
 
 def _escape(value: str) -> str:
@@ -51,6 +53,7 @@ class _Counts:
         self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self.reloads: dict[str, int] = dict.fromkeys(RELOAD_OUTCOMES, 0)
         self.state_events: dict[str, int] = dict.fromkeys(STATE_OUTCOMES, 0)
+        self.auth_failures: dict[str, int] = dict.fromkeys(AUTH_REASONS, 0)
         self.predictions = 0
         self.fallback_rows = 0
 
@@ -59,7 +62,8 @@ class _Counts:
         return {"requests": [[r, m, s, n] for (r, m, s), n in self.requests.items()],
                 "latency": {r: {"counts": list(h.counts), "total": h.total} for r, h in self.latency.items()},
                 "errors": dict(self.errors), "reloads": dict(self.reloads), "predictions": self.predictions,
-                "state_events": dict(self.state_events), "fallback_rows": self.fallback_rows}
+                "state_events": dict(self.state_events), "auth_failures": dict(self.auth_failures),
+                "fallback_rows": self.fallback_rows}
 
     def add(self, state: dict[str, Any]) -> None:
         """Add another process's ``state()``."""
@@ -75,6 +79,8 @@ class _Counts:
             self.reloads[outcome] = self.reloads.get(outcome, 0) + n
         for outcome, n in state.get("state_events", {}).items():
             self.state_events[outcome] = self.state_events.get(outcome, 0) + n
+        for reason, n in state.get("auth_failures", {}).items():
+            self.auth_failures[reason] = self.auth_failures.get(reason, 0) + n
         self.predictions += state["predictions"]
         self.fallback_rows += state.get("fallback_rows", 0)
 
@@ -97,6 +103,10 @@ class ServerMetrics:
     def count_error(self, kind: str) -> None:
         with self._lock:
             self._counts.errors[kind] = self._counts.errors.get(kind, 0) + 1
+
+    def count_auth_failure(self, reason: str) -> None:
+        with self._lock:
+            self._counts.auth_failures[reason] = self._counts.auth_failures.get(reason, 0) + 1
 
     def count_predictions(self, records: int, fallback_rows: int = 0, recorded: Any = None) -> None:
         """``fallback_rows``: records the fused graph left to the SQL path; ``recorded``: the
@@ -170,6 +180,10 @@ def _lines(counts: _Counts, model_id: str, model_loaded_at: float, last_refused:
             "already held; stale, implausible: time out of bounds, not written).",
             "# TYPE serving_state_events_total counter"]
     out += [f"serving_state_events_total{_labels(outcome=o)} {n}" for o, n in sorted(counts.state_events.items())]
+    out += ["# HELP serving_auth_failures_total Requests refused for their API key, by reason (missing_key, "
+            "unknown_key: 401; wrong_scope: 403).",
+            "# TYPE serving_auth_failures_total counter"]
+    out += [f"serving_auth_failures_total{_labels(reason=r)} {n}" for r, n in sorted(counts.auth_failures.items())]
     out += [
             "# HELP serving_model_info The model being served (value 1) by the worker that answered, labelled with its bundle id.",
             "# TYPE serving_model_info gauge",

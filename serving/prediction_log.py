@@ -68,19 +68,24 @@ def _logged_at() -> str:
 
 
 def log_line(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
-              outputs: Sequence[Mapping[str, Any]], features: Sequence[Sequence[float | None]] | None = None) -> bytes:
+              outputs: Sequence[Mapping[str, Any]], features: Sequence[Sequence[float | None]] | None = None,
+              key_id: str | None = None) -> bytes:
     """One JSON line for the request: ``request_id``, ``logged_at``, ``model_id``, ``records`` (the
     raw fields exactly as received, timestamps as strings, so monitoring sees what clients sent)
     ``predictions`` (the model's outputs, record for record: ``score`` and ``label`` for
     binary models; ``label`` and ``probabilities`` for multiclass; ``prediction`` for regression)
     and ``features`` (the float32 feature vector each prediction used, model order, NaN as null),
     which monitoring compares with the warehouse's point-in-time features once the events land.
+    ``key_id``, when the server checks API keys, is the id of the key that sent the request
+    (never the key), written after ``model_id``.
 
     This is the reference encoder (the standard library's); ``encode_log_line`` writes the same
     values faster. A non-finite output raises ``ValueError``: JSON has no NaN.
     """
-    line = {"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id,
-            "records": list(records), "predictions": list(outputs)}
+    line: dict[str, Any] = {"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id}
+    if key_id is not None:
+        line["key_id"] = key_id
+    line.update(records=list(records), predictions=list(outputs))
     if features is not None:
         line["features"] = [[None if v is None or not math.isfinite(v) else v for v in row] for row in features]
     return _stdlib_json(line) + b"\n"
@@ -109,7 +114,8 @@ def records_json(records: Sequence[Mapping[str, Any]]) -> bytes:
         return _stdlib_json(list(records))
 
 
-def encode_log_line(request_id: str, model_id: str, records: bytes, predictions: Predictions) -> bytes:
+def encode_log_line(request_id: str, model_id: str, records: bytes, predictions: Predictions,
+                    key_id: str | None = None) -> bytes:
     """The line ``log_line(request_id, model_id, <records>, predictions.to_records())`` writes, as
     the same JSON values (keys in the same order, ints stay ints), from the records already
     encoded as a JSON array (``records_json``, or the server's body decoder) and the predictions
@@ -119,7 +125,10 @@ def encode_log_line(request_id: str, model_id: str, records: bytes, predictions:
     as UTF-8, ``1e-5`` for ``1e-05``). A non-finite score raises ``ValueError`` as ``log_line`` does.
     """
     outputs = predictions.to_json()  # raises on a non-finite score
-    head = orjson.dumps({"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id})[:-1]
+    head_values = {"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id}
+    if key_id is not None:
+        head_values["key_id"] = key_id
+    head = orjson.dumps(head_values)[:-1]
     if predictions.features is None:
         return b"".join((head, b',"records":', records, b',"predictions":', outputs, b"}\n"))
     features = orjson.dumps(predictions.features, option=orjson.OPT_SERIALIZE_NUMPY)  # NaN and inf as null
@@ -128,7 +137,7 @@ def encode_log_line(request_id: str, model_id: str, records: bytes, predictions:
 
 def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
     """Every logged prediction in ``paths`` (log files, in order), one dict per scored record:
-    request_id, logged_at, model_id, record_index, inputs, then the outputs (``score``, ``label``...).
+    request_id, logged_at, model_id, key_id (when logged), record_index, inputs, then the outputs (``score``, ``label``...).
     Lines of the earlier one-record format are that dict already. A line that is not a logged
     request raises (orjson's error, or ``KeyError``/``ValueError`` naming what is missing);
     dbt's staging keeps and flags such lines instead."""
@@ -141,6 +150,8 @@ def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
                 yield request
                 continue
             head = {k: request[k] for k in ("request_id", "logged_at", "model_id")}
+            if "key_id" in request:
+                head["key_id"] = request["key_id"]
             features = request.get("features") or [None] * len(request["records"])
             for i, (inputs, output, used) in enumerate(zip(request["records"], request["predictions"], features,
                                                            strict=True)):

@@ -42,6 +42,8 @@ class _Job:
     """None when scored in the event loop (no scoring threads)."""
     record: bool = True
     """Write the scored records into the online store (the client may, see ``serving.auth``)."""
+    key_id: str | None = None
+    """The id of the API key that sent the request (None without auth), for the prediction log."""
 
 
 def _resolve(future: asyncio.Future[Predictions] | None, result: Predictions | BaseException) -> None:
@@ -83,17 +85,18 @@ class BatchingScorer:
         for t in self._threads:
             t.join(timeout=30)
 
-    async def score(self, request: pa.Table, records: bytes, request_id: str, record: bool = True) -> Predictions:
+    async def score(self, request: pa.Table, records: bytes, request_id: str, record: bool = True,
+                    key_id: str | None = None) -> Predictions:
         """Score and log one validated request (``records``: its records as a JSON array, see
         ``serving.prediction_log.records_json``); raises what scoring or logging raised."""
         loop = asyncio.get_running_loop()
         if not self._threads:  # scored here, in the event loop: no hand-off between threads
-            result = self._outcomes([_Job(request, records, request_id, loop, None, record)])[0]
+            result = self._outcomes([_Job(request, records, request_id, loop, None, record, key_id)])[0]
             if isinstance(result, BaseException):
                 raise result
             return result
         future: asyncio.Future[Predictions] = loop.create_future()
-        self._queue.put(_Job(request, records, request_id, loop, future, record))
+        self._queue.put(_Job(request, records, request_id, loop, future, record, key_id))
         return await future
 
     def _take_batch(self, first: _Job) -> tuple[list[list[_Job]], bool]:
@@ -138,7 +141,7 @@ class BatchingScorer:
         for job in jobs:
             end = start + job.request.num_rows
             results.append(part := scored.slice(start, end))
-            lines.append(encode_log_line(job.request_id, scored.model_id, job.records, part))
+            lines.append(encode_log_line(job.request_id, scored.model_id, job.records, part, job.key_id))
             start = end
         try:
             self._log.append(b"".join(lines))

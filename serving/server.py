@@ -2,6 +2,9 @@
 
 Endpoints: ``POST /predict`` (one record, or ``{"records": [...]}``), ``GET /health``,
 ``GET /ready``, ``GET /metadata``, ``GET /metrics`` (Prometheus text); OpenAPI docs at ``/docs``.
+With ``--api-keys FILE`` every route but ``/health`` and ``/ready`` needs a key with its scope
+(``serving.auth``, docs/auth.md): ``score`` scores without writing entity state, ``score+record``
+also records the event, ``admin`` reads ``/metadata`` and ``/metrics``.
 Bad input is a 4xx naming the record and field, never a 500; a 500 means a fault on our side.
 Every answered prediction is in the prediction log before the answer leaves.
 """
@@ -30,8 +33,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.auth.guard import SCOPE_KEY, UNCHECKED, Grant, KeyWatcher, RequireKey
 from serving.bundle import InputField
-from serving.errors import BundleError, FeatureComputationError, InputValidationError, RegistryError
+from serving.errors import BundleError, FeatureComputationError, InputValidationError, KeyFileError, RegistryError
 from serving.metrics import CONTENT_TYPE, ServerMetrics
 from serving.prediction_log import PredictionLog, PredictionLogOptions, records_json
 from serving.predictor import default_store_url
@@ -76,7 +80,12 @@ class ServerSettings:
     """The online store of entity state (``embedded:<folder>`` or ``redis://host:port/db``); by default
     the embedded store beside the registry (``<artifacts>/online_store``), where the pipeline loads it."""
     record: bool = True
-    """Write every scored record into the online store (write-through)."""
+    """Write every scored record into the online store (write-through); a request whose key has
+    only the ``score`` scope is never recorded."""
+    api_keys: Path | None = None
+    """The API key file (``serving.auth``); None serves every request without a key (``--no-auth``)."""
+    api_keys_reload_interval_s: float = 2.0
+    """How often the key file is checked for changes; 0 reads it once."""
 
 
 SETTINGS_ENV = "SERVE_MODEL_SETTINGS"
@@ -92,9 +101,11 @@ def settings_from_json(text: str) -> ServerSettings:
     log_options = values.pop("prediction_log")
     log_options["directory"] = Path(log_options["directory"])
     exchange = values.pop("metrics_exchange")
+    keys = values.pop("api_keys")
     return ServerSettings(model_source=Path(values.pop("model_source")),
                           prediction_log=PredictionLogOptions(**log_options),
-                          metrics_exchange=None if exchange is None else Path(exchange), **values)
+                          metrics_exchange=None if exchange is None else Path(exchange),
+                          api_keys=None if keys is None else Path(keys), **values)
 
 
 def worker_app() -> PredictFastPath:
@@ -283,7 +294,7 @@ class _Validated:
     """The body was one record (answered as one object), not a batch."""
 
 
-Answer = Callable[[bytes | None, str], Awaitable[tuple[int, bytes, list[tuple[bytes, bytes]]]]]
+Answer = Callable[[bytes | None, str, Grant], Awaitable[tuple[int, bytes, list[tuple[bytes, bytes]]]]]
 
 
 class PredictFastPath:
@@ -295,11 +306,12 @@ class PredictFastPath:
     function as the FastAPI route, and is observed and contained by the same middleware.
     """
 
-    def __init__(self, app: ASGIApp, answer: Answer, metrics: ServerMetrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, answer: Answer, metrics: ServerMetrics, max_body_bytes: int,
+                 keys: KeyWatcher | None = None) -> None:
         self.app = app
         self.answer = answer
         self.max_body_bytes = max_body_bytes
-        self.predict = ObserveAndContain(self._predict, metrics)
+        self.predict = ObserveAndContain(RequireKey(self._predict, keys, metrics), metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
@@ -312,7 +324,7 @@ class PredictFastPath:
         if raw is False:
             return  # the client went away; there is no one to answer
         given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        status, body, headers = await self.answer(raw, given)
+        status, body, headers = await self.answer(raw, given, scope.get(SCOPE_KEY, UNCHECKED))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()), *headers]})
@@ -347,6 +359,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
     is_registry = source != resolve_bundle_path(source)
     state: dict[str, Any] = {"ready": False}
     exchange = None if settings.metrics_exchange is None else MetricsExchange(settings.metrics_exchange, metrics)
+    keys = None if settings.api_keys is None else KeyWatcher(settings.api_keys, settings.api_keys_reload_interval_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -359,6 +372,8 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             watcher.start()
         if exchange is not None:
             exchange.start()
+        if keys is not None:
+            keys.start()
         state.update(scorer=scorer, ready=True)
         try:
             yield
@@ -370,9 +385,12 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             store.close()
             if exchange is not None:
                 exchange.stop()
+            if keys is not None:
+                keys.stop()
 
     app = FastAPI(title="Model server", version="1", description=__doc__, lifespan=lifespan)
-    app.add_middleware(ObserveAndContain, metrics=metrics)
+    app.add_middleware(RequireKey, watcher=keys, metrics=metrics)
+    app.add_middleware(ObserveAndContain, metrics=metrics)  # added last, so outermost: refusals are observed too
 
     @app.get("/health", summary="Liveness: the process answers")
     def health() -> dict[str, str]:
@@ -434,8 +452,10 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             return _error_bytes(422, str(exc), [p.__dict__ for p in exc.problems])
         return _Validated(table, records_json(records), single)
 
-    async def answer(raw: bytes | None, given_request_id: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        """Status, JSON body and extra headers for a /predict body (None: over the size limit)."""
+    async def answer(raw: bytes | None, given_request_id: str,
+                     grant: Grant) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Status, JSON body and extra headers for a /predict body (None: over the size limit);
+        ``grant``: what the request's key allows (whether its events are recorded, the key id logged)."""
         if raw is None:
             metrics.count_error("body_too_large")
             return _error_bytes(413, f"request body is over the {settings.max_body_bytes} byte limit; send smaller batches")
@@ -444,10 +464,14 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             return request
         request_id = given_request_id if _REQUEST_ID.fullmatch(given_request_id) else uuid.uuid4().hex
         try:
-            result = await state["scorer"].score(request.table, request.records, request_id, settings.record)
+            result = await state["scorer"].score(request.table, request.records, request_id,
+                                                 settings.record and grant.record, grant.key_id)
         except FeatureComputationError as exc:
             metrics.count_error("invalid_input")
             return _error_bytes(422, str(exc))
+        except InputValidationError as exc:  # found while scoring: an event re-sent with other values
+            metrics.count_error("invalid_input")
+            return _error_bytes(422, str(exc), [p.__dict__ for p in exc.problems])
         except StoreUnavailable as exc:
             metrics.count_error("store_unavailable")
             return _error_bytes(503, f"{exc}; the record was not scored (its entity state cannot be read). "
@@ -469,11 +493,12 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             raw: bytes | None = await _read_body(request, settings.max_body_bytes)
         except _BodyTooLarge:
             raw = None
-        status, content, headers = await answer(raw, request.headers.get("x-request-id", ""))
+        status, content, headers = await answer(raw, request.headers.get("x-request-id", ""),
+                                                request.scope.get(SCOPE_KEY, UNCHECKED))
         return Response(content, status_code=status, media_type="application/json",
                         headers={k.decode(): v.decode() for k, v in headers})
 
-    return PredictFastPath(app, answer, metrics, settings.max_body_bytes)
+    return PredictFastPath(app, answer, metrics, settings.max_body_bytes, keys)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,12 +525,24 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: the embedded store beside the registry, <artifacts>/online_store)")
     parser.add_argument("--no-record", action="store_true",
                         help="score without writing the scored records into the online store")
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--api-keys", type=Path, default=None,
+                      help="JSON file of API keys (ids, SHA-256 hashes, scopes), reloaded on change; written by "
+                           "`python -m serving.auth issue` (see docs/auth.md). Required unless --no-auth")
+    auth.add_argument("--no-auth", action="store_true",
+                      help="serve every request without a key: for local use only, anyone who reaches the port "
+                           "can score and write entity state")
+    parser.add_argument("--api-keys-interval", type=float, default=ServerSettings.api_keys_reload_interval_s,
+                        help="seconds between checks of the API key file; 0 reads it once (default: 2)")
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes on the port, each with its own model, scoring threads and prediction-log "
                              "files; /metrics adds up all of them (default: 1)")
     args = parser.parse_args(argv)
     if args.workers < 1 or args.scoring_threads < 0:
         parser.error("--workers must be at least 1 and --scoring-threads at least 0")
+    if args.api_keys is None and not args.no_auth:
+        parser.error("keys are required: pass --api-keys FILE (issue one with `python -m serving.auth issue --file "
+                     "keys.json --id me --scopes score+record,admin`), or --no-auth for local use")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn
@@ -518,12 +555,19 @@ def main(argv: list[str] | None = None) -> int:
         feature_path=args.path,
         store=args.store,
         record=not args.no_record,
+        api_keys=args.api_keys,
+        api_keys_reload_interval_s=args.api_keys_interval,
     )
+    if args.no_auth:
+        log.warning("--no-auth: every request is served without an API key; anyone who can reach %s:%d can score "
+                    "and write entity state. Use --api-keys FILE outside local use (docs/auth.md).", args.host, args.port)
     # httptools and uvloop (C parser and event loop) instead of the pure-Python defaults: less
     # of the server's own time per request, which for one record is most of it.
     options: dict[str, Any] = dict(host=args.host, port=args.port, log_level="warning", access_log=False,
                                    http="httptools", loop="uvloop")
     try:
+        if settings.api_keys is not None:
+            KeyWatcher(settings.api_keys, 0)  # a bad key file is one clear error at start, not one per worker
         if args.workers == 1:
             app = create_app(settings)
         else:
@@ -535,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
                 load_warm(path, feature_path=settings.feature_path, store=checked_store).close()
             finally:
                 checked_store.close()
+    except KeyFileError as exc:
+        print(f"serve-model: cannot read the API keys: {exc}", file=sys.stderr)
+        return 2
     except (BundleError, RegistryError, StoreUnavailable, StoreSchemaError, ValueError) as exc:
         print(f"serve-model: cannot load the model: {exc}", file=sys.stderr)
         return 2

@@ -126,7 +126,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--registry", str(cfg.registry), "--prediction-logs",
              str(prediction_logs_dir(cfg)), "--host", "127.0.0.1", "--port", str(self.port), "--reload-interval", "0.5",
-             "--store", cfg.online_store_url, "--workers", str(workers)],
+             "--store", cfg.online_store_url, "--workers", str(workers),
+             "--no-auth"],  # the pipeline's own replay, on 127.0.0.1, for as long as the simulation runs
             stdout=self._out, stderr=subprocess.STDOUT)
         self.wait_for(lambda meta: True, timeout=60, what="the server to become ready")
 

@@ -50,8 +50,11 @@ class ServerProcess:
 
 
 def start_server(*args: str, work: Path, ready_timeout: float = 60) -> ServerProcess:
-    """``python -m serving ARGS --host 127.0.0.1 --port P`` with output in ``work/server.log``; waits for /ready."""
+    """``python -m serving ARGS --host 127.0.0.1 --port P`` with output in ``work/server.log``; waits for /ready.
+    Without ``--api-keys`` in ARGS the server runs with ``--no-auth`` (tests/e2e/test_auth.py checks keys)."""
     port = free_port()
+    if "--api-keys" not in args and "--no-auth" not in args:
+        args = (*args, "--no-auth")
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "server.log"
     with open(log_path, "w") as out:
@@ -154,3 +157,19 @@ def run_load(port: int, records: list[dict], *, clients: int, max_requests: int,
 def environment_int(name: str, default: int) -> int:
     """An integer knob for the long tests (e.g. a full 200,000-request soak run by hand)."""
     return int(os.environ.get(name, default))
+
+
+def issue_keys(path: Path, scopes: dict[str, str]) -> dict[str, str]:
+    """Write a key file with one key per id (``{"ci": "score+record,admin"}``); returns id -> key."""
+    from serving.auth.keys import ApiKey, KeyRing, key_digest, new_key, read_key_file, write_key_file
+
+    ring = read_key_file(path)[0] if path.exists() else KeyRing()
+    keys = {key_id: new_key() for key_id in scopes}
+    for key_id, key in keys.items():
+        ring = ring.with_key(ApiKey(key_id, key_digest(key), frozenset(scopes[key_id].split(","))))
+    write_key_file(path, ring)
+    return keys
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}

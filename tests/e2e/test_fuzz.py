@@ -1,6 +1,9 @@
-"""Fuzz the OpenAPI document of the running server: valid and schema-violating requests, never a 5xx."""
+"""Fuzz the OpenAPI document of the running server: valid and schema-violating requests, never a 5xx.
+The server checks API keys, and the fuzzer holds a valid one with every scope."""
 
+import shutil
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -9,7 +12,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.e2e.serverproc import ServerProcess
+from tests.conftest import PipelineRun
+from tests.e2e.serverproc import ServerProcess, bearer, issue_keys, start_server
 
 pytestmark = pytest.mark.slow
 CASES = 1200
@@ -17,8 +21,21 @@ CASES = 1200
 
 
 
-def test_openapi_fuzz_finds_no_server_error(champion_server: ServerProcess) -> None:
-    schema = schemathesis.openapi.from_url(f"{champion_server.base}/openapi.json")
+@pytest.fixture(scope="module")
+def keyed_server(pipeline_run: PipelineRun,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
+    work = tmp_path_factory.mktemp("fuzz")
+    store = shutil.copytree(pipeline_run.root / "artifacts" / "online_store", work / "online_store")
+    headers = bearer(issue_keys(work / "keys.json", {"fuzz": "score+record,admin"})["fuzz"])
+    server = start_server("--registry", str(pipeline_run.registry), "--prediction-logs", str(work / "logs"),
+                          "--store", f"embedded:{store}", "--api-keys", str(work / "keys.json"), work=work)
+    yield server, headers
+    server.stop()
+
+
+def test_openapi_fuzz_finds_no_server_error(keyed_server: tuple[ServerProcess, dict[str, str]]) -> None:
+    champion_server, headers = keyed_server
+    schema = schemathesis.openapi.from_url(f"{champion_server.base}/openapi.json", headers=headers)
     predict = schema["/predict"]["POST"]
     cases = st.one_of(predict.as_strategy(generation_mode=GenerationMode.POSITIVE),
                       predict.as_strategy(generation_mode=GenerationMode.NEGATIVE),
@@ -26,6 +43,7 @@ def test_openapi_fuzz_finds_no_server_error(champion_server: ServerProcess) -> N
     statuses: Counter[int] = Counter()
     server_errors: list[str] = []
     session = requests.Session()
+    session.headers.update(headers)
 
     @seed(20260105)
     @settings(max_examples=CASES, deadline=None, database=None,

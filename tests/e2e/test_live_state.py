@@ -126,7 +126,7 @@ def test_an_unreachable_store_fails_readiness_and_every_prediction_is_a_503(pipe
     with open(tmp_path / "server.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "serving", "--registry", str(pipeline_run.registry),
                                  "--prediction-logs", str(tmp_path / "logs"), "--store", dead,
-                                 "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                                 "--no-auth", "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=tmp_path / "work")
     try:
         base = f"http://127.0.0.1:{port}"

@@ -60,7 +60,7 @@ def test_two_workers_answer_log_and_count_together(pipeline_run: PipelineRun, ra
 
 def test_workers_refuse_a_bad_bundle_before_starting(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "serving", "--bundle", str(tmp_path / "missing"), "--workers", "2",
-                           "--host", "127.0.0.1"], capture_output=True, text=True, timeout=120)
+                           "--no-auth", "--host", "127.0.0.1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "serve-model: cannot load the model" in done.stderr
 
 

@@ -11,7 +11,8 @@ from serving.workers import MetricsExchange
 def test_settings_survive_the_trip_to_a_worker(tmp_path: Path) -> None:
     settings = ServerSettings(model_source=tmp_path / "registry", max_records=50,
                               prediction_log=PredictionLogOptions(directory=tmp_path / "logs", fsync_interval_s=0.0),
-                              reload_interval_s=0.5, scoring_threads=1, feature_path="sql", metrics_exchange=tmp_path)
+                              reload_interval_s=0.5, scoring_threads=1, feature_path="sql", metrics_exchange=tmp_path,
+                              api_keys=tmp_path / "keys.json", api_keys_reload_interval_s=0.5)
     assert settings_from_json(settings_to_json(settings)) == settings
     assert settings_from_json(settings_to_json(ServerSettings(Path("r")))) == ServerSettings(Path("r"))
 
@@ -21,6 +22,7 @@ def _worker(directory: Path, pid: int, predictions: int, latency_s: float) -> Me
     metrics.count_predictions(predictions)
     metrics.observe_request("/predict", "POST", 200, latency_s)
     metrics.count_error("invalid_json")
+    metrics.count_auth_failure("wrong_scope")
     exchange = MetricsExchange(directory, metrics)
     exchange._own = directory / f"worker-{pid}.json"  # two workers in one test process
     exchange.publish()
@@ -36,6 +38,8 @@ def test_each_worker_reports_the_sum_of_all_workers(tmp_path: Path) -> None:
         assert 'serving_request_duration_seconds_bucket{route="/predict",le="0.001"} 1' in text
         assert 'serving_request_duration_seconds_count{route="/predict"} 2' in text
         assert 'serving_errors_total{kind="invalid_json"} 2' in text
+        assert 'serving_auth_failures_total{reason="wrong_scope"} 2' in text
+        assert 'serving_auth_failures_total{reason="missing_key"} 0' in text
         assert "serving_workers 2" in text
     # A worker's counts stay in the sum after it exits (counters never go down).
     b._metrics.count_predictions(1)

@@ -1,0 +1,3 @@
+from serving.auth.cli import main
+
+raise SystemExit(main())
