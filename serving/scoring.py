@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from serving.errors import FeatureComputationError, InputValidationError
 from serving.metrics import ServerMetrics
 from serving.prediction_log import PredictionLog, encode_log_line
 from serving.predictor import Predictions
@@ -135,6 +136,12 @@ class BatchingScorer:
         try:
             with self._holder.lease() as predictor:
                 scored = predictor.predict_request(_merged(jobs), record=jobs[0].record)
+        except (InputValidationError, FeatureComputationError) as exc:
+            if len(jobs) == 1:
+                return [exc]
+            # One request's data (an event another client sends with other values, a value DuckDB
+            # cannot cast) must not fail the requests batched with it: each is scored on its own.
+            return [result for job in jobs for result in self._score([job])]
         except Exception as exc:  # a store that is down, or a genuine server fault: every request reports it
             return [exc] * len(jobs)
         results, lines, start = [], [], 0
