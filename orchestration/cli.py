@@ -233,6 +233,9 @@ def _cmd_registry(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     except RegistryError as exc:
         print(f"orchestrate {args.command}: {exc}", file=sys.stderr)
         return 1
+    if not record["changed"]:
+        _echo(f"{record['bundle_id']} is already the champion; nothing changed and nothing was recorded")
+        return 0
     _echo(f"champion is now {record['bundle_id']} (was {record['previous_bundle_id'] or 'none'}); "
           f"recorded: by {record['by']}, reason: {record['reason']}")
     return 0
