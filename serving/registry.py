@@ -93,6 +93,13 @@ def resolve_bundle_path(source: Path) -> Path:
         path = bundles_dir(source) / champion["bundle_id"]
         if not path.is_dir():
             raise RegistryError(f"{source}: champion {champion['bundle_id'][:12]} is not in {bundles_dir(source)}")
+        try:
+            held = json.loads((path / MANIFEST).read_text()).get("bundle_id")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            held = None  # load_bundle names what is wrong with the manifest
+        if held is not None and held != champion["bundle_id"]:
+            raise RegistryError(f"{path / MANIFEST}: bundle_id {str(held)[:12]} differs from the champion pointer's "
+                                f"{champion['bundle_id'][:12]}; the folder is misnamed or was copied. Promote the bundle by its real id")
         return path
     raise RegistryError(f"{source}: neither a model bundle (no {MANIFEST}) nor a registry (no {POINTER})")
 

@@ -80,3 +80,12 @@ def test_hot_reload_refuses_a_folder_whose_manifest_holds_another_id_once(
     assert sum("differs from the champion pointer" in r.getMessage() for r in caplog.records) == 1
     assert holder.current.model_id == first
     holder.current.close()
+
+
+def test_a_registry_whose_champion_folder_holds_another_id_is_refused_at_start(tmp_path: Path) -> None:
+    first, first_path = _bundle(tmp_path)
+    fake = "e" * 64
+    shutil.copytree(first_path, registry.bundles_dir(tmp_path) / fake)
+    registry.promote(tmp_path, fake, by="test", reason="misnamed copy")
+    with pytest.raises(RegistryError, match=f"bundle_id {first[:12]} differs from the champion pointer's {fake[:12]}"):
+        registry.resolve_bundle_path(tmp_path)
