@@ -370,5 +370,5 @@ def deploy(ctx: RunContext) -> dict[str, Any]:
                      reason="passed every gate" + (f" ({len(ctx.state['gate_results'])})" if "gate_results" in ctx.state else ""))
     if not record["changed"]:
         ctx.echo(f"{bundle_id[:12]} is already the champion; nothing changed and nothing was recorded")
-        return {"champion": bundle_id[:12], "previous": bundle_id[:12], "changed": False}
+        return {"champion": bundle_id[:12], "changed": False}
     return {"champion": record["bundle_id"][:12], "previous": (record["previous_bundle_id"] or "none")[:12]}
