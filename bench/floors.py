@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # DuckDB: an unlocked copy of the serving database (same frozen tables, one thread), so the
     # profiler and a temporary table can be used; the locked engine runs the same queries.
-    engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names)
+    engine = FeatureEngine.for_bundle(bundle)
     relations, event_feeds = entity_inputs(bundle, request)
     one_relations, one_events = entity_inputs(bundle, one)
     db = duckdb.connect(":memory:", config={"threads": 1})

@@ -47,7 +47,7 @@ def main() -> int:
     relations, events = entity_inputs(bundle, request)
     _, one_events = entity_inputs(bundle, request.slice(0, 1))
     feeds = {**encode_inputs(request, fused_inputs), **events}
-    engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names)
+    engine = FeatureEngine.for_bundle(bundle)
     matrix = engine.feature_matrix(engine.features_table(request, relations))
     fused, model = session(bundle.fused_bytes), session(bundle.model_bytes)
     model_input = model.get_inputs()[0].name

@@ -20,6 +20,7 @@ from orchestration.errors import ConfigError, StageError
 from orchestration.monitoring import simulate
 from orchestration.monitoring.report import write_report
 from orchestration.notify import Alert, notify
+from orchestration.runlock import RunLocked, run_lock
 from orchestration.stages import STAGES
 from serving import registry
 from serving.errors import RegistryError
@@ -80,11 +81,21 @@ def _run_once(args: argparse.Namespace, cfg: PipelineConfig, selection: Selectio
               backfill: tuple[dt.date, dt.date] | None = None) -> tuple[str, int]:
     """Run the DAG once, then write the report whatever happened; return (run id, exit code)."""
     ctx = RunContext(cfg=cfg, run_id=uuid.uuid4().hex[:12], echo=_echo, backfill=backfill)
-    code = _run(args, ctx, selection, command)
     try:
-        _echo(f"report: {write_report(cfg, ctx.run_id)}")
-    except (OSError, duckdb.Error) as exc:
-        print(f"orchestrate: the report could not be written: {exc}", file=sys.stderr)
+        with run_lock(cfg.warehouse, command, wait=bool(getattr(args, "wait", False)), echo=_echo):
+            try:
+                if killed := records.mark_killed(cfg.warehouse, ctx.run_id):
+                    _echo(f"marked {killed} earlier run(s) that died while running as killed (ops.pipeline_runs)")
+            except duckdb.Error as exc:
+                print(f"orchestrate: could not mark dead runs as killed in {cfg.warehouse}: {exc}", file=sys.stderr)
+            code = _run(args, ctx, selection, command)
+            try:
+                _echo(f"report: {write_report(cfg, ctx.run_id)}")
+            except (OSError, duckdb.Error) as exc:
+                print(f"orchestrate: the report could not be written: {exc}", file=sys.stderr)
+    except RunLocked as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        return ctx.run_id, 1
     return ctx.run_id, code
 
 
@@ -233,6 +244,9 @@ def _cmd_registry(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     except RegistryError as exc:
         print(f"orchestrate {args.command}: {exc}", file=sys.stderr)
         return 1
+    if not record["changed"]:
+        _echo(f"{record['bundle_id']} is already the champion; nothing changed and nothing was recorded")
+        return 0
     _echo(f"champion is now {record['bundle_id']} (was {record['previous_bundle_id'] or 'none'}); "
           f"recorded: by {record['by']}, reason: {record['reason']}")
     return 0
@@ -294,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_config(p, top)
         p.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
                        help="print tracebacks of internal errors")
+        p.add_argument("--wait", action="store_true", default=False if top else argparse.SUPPRESS,
+                       help="if another run holds the warehouse, wait for it instead of exiting")
 
     def add_selection(p: argparse.ArgumentParser, top: bool = False) -> None:
         unset = None if top else argparse.SUPPRESS

@@ -286,7 +286,7 @@ class Engine:
         prev = self.last.get(stage.name)
         if prev is None:
             return StageDecision(stage.name, True, "never ran", key)
-        if prev.status == "running":
+        if prev.status in ("running", "killed"):
             return StageDecision(stage.name, True, f"interrupted in run {prev.run_id}: resuming", key)
         if prev.status == "failed":
             return StageDecision(stage.name, True, f"failed in run {prev.run_id}", key)

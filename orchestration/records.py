@@ -48,7 +48,7 @@ create table if not exists ops.stage_runs (
 );
 """
 
-EXECUTED = ("running", "succeeded", "failed")
+EXECUTED = ("running", "killed", "succeeded", "failed")
 
 
 def now() -> dt.datetime:
@@ -62,7 +62,7 @@ class LastExecution:
     run_id: str
     key: str
     status: str
-    """running (interrupted, when read by a later run), succeeded or failed."""
+    """running (interrupted, when read by a later run), killed (marked so by a later run), succeeded or failed."""
     finished_at: dt.datetime | None
     key_parts: dict[str, str]
     output_digests: dict[str, str]
@@ -73,6 +73,20 @@ def _connect(warehouse: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(warehouse))
     con.execute(DDL)
     return con
+
+
+def mark_killed(warehouse: Path, run_id: str) -> int:
+    """Mark every ``running`` run and stage ``killed``: called by a run holding the run lock, so no
+    other run is alive. Returns how many runs were marked."""
+    if not warehouse.exists():
+        return 0
+    why = f"the process ended without finishing (killed); marked by run {run_id}"
+    with _connect(warehouse) as con:
+        dead = con.execute("select count(*) from ops.pipeline_runs where status = 'running'").fetchone()[0]
+        con.execute("update ops.pipeline_runs set status = 'killed', finished_at = ?, error = ? where status = 'running'",
+                    [now(), why])
+        con.execute("update ops.stage_runs set status = 'killed' where status = 'running'")
+    return int(dead)
 
 
 def start_pipeline(warehouse: Path, run_id: str, command: str) -> None:
@@ -125,7 +139,7 @@ def last_executions(warehouse: Path) -> dict[str, LastExecution]:
             return {}
         rows = con.execute(
             "select stage, run_id, key, status, finished_at, key_parts, output_digests from ops.stage_runs "
-            "where status in ('running', 'succeeded', 'failed') "
+            "where status in ('running', 'killed', 'succeeded', 'failed') "
             "qualify row_number() over (partition by stage order by started_at desc) = 1").fetchall()
     return {stage: LastExecution(run_id, key, status, finished, json.loads(parts or "{}"), json.loads(digests or "{}"))
             for stage, run_id, key, status, finished, parts, digests in rows}

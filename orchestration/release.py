@@ -368,4 +368,7 @@ def deploy(ctx: RunContext) -> dict[str, Any]:
     path = registry.publish_candidate(ctx.cfg.registry, bundle_id)
     record = promote(ctx.cfg, bundle_id, by=f"orchestrate.py run {ctx.run_id}",
                      reason="passed every gate" + (f" ({len(ctx.state['gate_results'])})" if "gate_results" in ctx.state else ""))
+    if not record["changed"]:
+        ctx.echo(f"{bundle_id[:12]} is already the champion; nothing changed and nothing was recorded")
+        return {"champion": bundle_id[:12], "changed": False}
     return {"champion": record["bundle_id"][:12], "previous": (record["previous_bundle_id"] or "none")[:12]}

@@ -8,12 +8,16 @@ Layout::
         serving.sql        feature SQL compiled by dbt: raw request fields -> feature vector
         fused.onnx         (optional) that SQL compiled into ONNX in front of the model
         tables/*.parquet   fitted statistics frozen from the warehouse (training window only)
-        gate_report.json   (added after sealing) the gates' verdicts; not part of the id
+        gate_report.json   (added after sealing) the gates' verdicts, shown in /metadata; not part
+                           of the id, so it decides nothing: the served path is ``fused`` in the manifest
 
 The bundle id is the sha256 of every file's bytes plus the manifest without its id, so the same
 contents always get the same id and any change (a corrupt file, an edited statistic) is caught
 on load. Only the files the manifest names are read: no pickle, no code, and an ONNX model that
-references external data files is refused.
+references external data files is refused. A bundle is data and is checked as data on load, on
+every path: relation names are plain identifiers, frozen tables live at ``tables/<name>.parquet``,
+and serving.sql is one SELECT over the request, the frozen tables and the entity events
+(``serving.sql_guard``), whether the SQL or the fused path serves.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import pyarrow.parquet as pq
 
 from serving.errors import BundleError
 from serving.onnx_scan import check_no_external_data
+from serving.sql_guard import REQUEST_RELATION, check_feature_sql, check_identifier
 from serving.store.spec import EntitySpec
 
 FORMAT_VERSION = 2
@@ -139,6 +144,27 @@ class BundleManifest:
             raise BundleError(f"{where}: manifest is missing or has a malformed field: {exc}") from exc
 
 
+def check_relations(manifest: BundleManifest, where: Path) -> None:
+    """Refuse relation names that are not plain identifiers, frozen tables outside
+    ``tables/<name>.parquet`` and names used twice (they would shadow each other)."""
+    where_manifest = str(where / MANIFEST)
+    for name, rel in manifest.frozen_tables.items():
+        check_identifier(name, where_manifest, "frozen_tables key")
+        if rel != f"tables/{name}.parquet":
+            raise BundleError(f"{where_manifest}: frozen_tables[{name!r}] is {rel[:80]!r}, expected "
+                              f"'tables/{name}.parquet'; rebuild the bundle with `python orchestrate.py`")
+    events = [check_identifier(e.relation, where_manifest, "entity_state relation") for e in manifest.entity_state]
+    names = [REQUEST_RELATION, *manifest.frozen_tables, *events]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise BundleError(f"{where_manifest}: relation names {dupes} are used twice (request, frozen_tables, "
+                          "entity_state relations must differ); rename the dbt model and rebuild the bundle")
+
+
+def relation_names(manifest: BundleManifest) -> set[str]:
+    """The relations serving.sql may read besides ``request``: frozen tables and entity events."""
+    return {*manifest.frozen_tables, *(e.relation for e in manifest.entity_state)}
+
+
 def content_digest(files: dict[str, bytes], manifest_without_id: dict[str, Any]) -> str:
     """sha256 over the files (by relative path) and the manifest minus its ``bundle_id``."""
     h = hashlib.sha256()
@@ -183,6 +209,7 @@ def load_bundle(path: Path) -> Bundle:
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{manifest_path}: unreadable manifest: {exc}") from exc
     manifest = BundleManifest.from_json(raw, path)
+    check_relations(manifest, path)
 
     expected = {MODEL_FILE, SQL_FILE, *manifest.frozen_tables.values(), *([FUSED_FILE] if manifest.fused else [])}
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {MANIFEST, GATE_REPORT}
@@ -199,6 +226,11 @@ def load_bundle(path: Path) -> Bundle:
             "the bundle was modified or is corrupt. Rebuild it with `python orchestrate.py`."
         )
     check_no_external_data(files[MODEL_FILE], str(path))
+    try:
+        serving_sql = files[SQL_FILE].decode()
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path / SQL_FILE}: serving.sql is not UTF-8 text ({exc}); rebuild the bundle") from None
+    check_feature_sql(serving_sql, relation_names(manifest), str(path / SQL_FILE))
     if manifest.fused:
         check_no_external_data(files[FUSED_FILE], str(path / FUSED_FILE))
     if (path / GATE_REPORT).is_file():
@@ -212,7 +244,7 @@ def load_bundle(path: Path) -> Bundle:
             tables[name] = pq.read_table(pa.BufferReader(files[rel]))
         except pa.ArrowException as exc:
             raise BundleError(f"{path / rel}: frozen table {name!r} is not readable Parquet: {exc}") from exc
-    return Bundle(path, manifest, files[MODEL_FILE], files[SQL_FILE].decode(), tables,
+    return Bundle(path, manifest, files[MODEL_FILE], serving_sql, tables,
                   files[FUSED_FILE] if manifest.fused else None)
 
 

@@ -1,9 +1,11 @@
 """Run the bundle's feature SQL over request records in a locked-down, in-memory DuckDB.
 
-The database holds only the bundle's frozen tables. It cannot read or write files, attach
-databases, install or load extensions, or change its own settings: the configuration is locked
-after the frozen tables are loaded. Request values reach it only as an Arrow table, never as
-SQL text.
+The database holds only the bundle's frozen tables, as read-only Arrow views. It cannot read or
+write files (no temp directory either), install or load extensions, or change its own settings:
+the configuration is locked when the connection opens, before any bundle-derived SQL exists.
+The only SQL it runs is the bundle's feature SQL, checked first (``serving.sql_guard``: one
+SELECT over the request, the frozen tables and the entity events), and relation names are never
+put into SQL text. Request values reach it only as an Arrow table, never as SQL text.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from serving.bundle import Bundle
 from serving.errors import BundleError, FeatureComputationError
+from serving.sql_guard import check_feature_sql, check_identifier
 
 DUCKDB_LOCKDOWN = {
     "enable_external_access": False,
@@ -23,6 +27,8 @@ DUCKDB_LOCKDOWN = {
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
     "allow_unsigned_extensions": False,
+    "temp_directory": "",  # DuckDB's default (.tmp under the working directory) stays writable otherwise
+    "lock_configuration": True,
 }
 
 
@@ -40,25 +46,36 @@ class FeatureEngine:
     """Computes feature vectors from request tables. Thread-safe: one cursor per thread."""
 
     def __init__(self, sql: str, tables: dict[str, pa.Table], feature_names: tuple[str, ...],
-                 options: FeatureEngineOptions = FeatureEngineOptions()) -> None:
+                 options: FeatureEngineOptions = FeatureEngineOptions(), relations: tuple[str, ...] = (),
+                 where: str = "bundle") -> None:
+        """``relations``: the entity events relations the SQL may read beside the request and
+        ``tables``; ``where``: the bundle, for error messages."""
+        for name in (*tables, *relations):
+            check_identifier(name, where, "relation name")
+        check_feature_sql(sql, {*tables, *relations}, where)
         self._sql = sql
+        self._tables = dict(tables)
         self._feature_names = feature_names
         self._db = duckdb.connect(
             ":memory:",
             config={**DUCKDB_LOCKDOWN, "memory_limit": options.memory_limit, "threads": options.threads},
         )
-        for name, table in tables.items():
-            self._db.register("__frozen", table)
-            self._db.execute(f'create table "{name}" as select * from __frozen')
-            self._db.unregister("__frozen")
-        self._db.execute("set lock_configuration = true")
         self._local = threading.local()
+
+    @classmethod
+    def for_bundle(cls, bundle: Bundle, options: FeatureEngineOptions = FeatureEngineOptions()) -> FeatureEngine:
+        """The engine of a bundle's feature SQL, over its frozen tables and entity events relations."""
+        m = bundle.manifest
+        return cls(bundle.serving_sql, bundle.tables, m.feature_names, options,
+                   tuple(e.relation for e in m.entity_state), str(bundle.path))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor on the locked-down database (also what security probes go through)."""
         cur = getattr(self._local, "cursor", None)
         if cur is None:
             cur = self._local.cursor = self._db.cursor()
+            for name, table in self._tables.items():  # read-only: an Arrow view cannot be updated
+                cur.register(name, table)
         return cur
 
     def features_table(self, request: pa.Table, relations: dict[str, pa.Table] | None = None) -> pa.Table:

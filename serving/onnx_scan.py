@@ -3,7 +3,9 @@
 An ONNX file may keep tensors in side files (``TensorProto.data_location = EXTERNAL`` with
 ``external_data`` entries naming a path). A bundle is self-contained and its files are verified
 against its id, so a model that points at other files is refused before ONNX Runtime sees it.
-This walks the protobuf wire format over just the messages that can hold tensors.
+This walks the protobuf wire format over every message that can hold a tensor: the graph, the
+functions (and their attribute defaults) and the training graphs (``training_info``), nested
+through node attributes and subgraphs.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from serving.errors import BundleError
 
 # Message type -> {field number: message type of that (length-delimited) field}.
 _TENSOR_HOLDERS: dict[str, dict[int, str]] = {
-    "model": {7: "graph", 25: "function"},           # ModelProto.graph, .functions
-    "function": {7: "node"},                         # FunctionProto.node
+    "model": {7: "graph", 20: "training", 25: "function"},  # ModelProto.graph, .training_info, .functions
+    "training": {1: "graph", 2: "graph"},            # TrainingInfoProto.initialization, .algorithm
+    "function": {7: "node", 11: "attribute"},        # FunctionProto.node, .attribute_proto (defaults)
     "graph": {1: "node", 5: "tensor", 15: "sparse"},  # GraphProto.node, .initializer, .sparse_initializer
     "node": {5: "attribute"},                        # NodeProto.attribute
     "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},

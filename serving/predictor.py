@@ -171,7 +171,7 @@ class Predictor:
             self._owns_store = store is None or isinstance(store, str)
             opened = open_store(store or default_store_url(bundle.path)) if self._owns_store else store
             self._state = EntityState(bundle.manifest.entity_state, bundle.manifest.input_schema, opened)  # type: ignore[arg-type]
-        self._engine = FeatureEngine(bundle.serving_sql, bundle.tables, bundle.manifest.feature_names, options)
+        self._engine = FeatureEngine.for_bundle(bundle, options)
         self._model = ModelScorer(bundle)
         self._fused: FusedRunner | None = None
         if path != "sql" and bundle.fused_verified and bundle.fused_bytes and bundle.manifest.fused:

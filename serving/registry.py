@@ -93,6 +93,13 @@ def resolve_bundle_path(source: Path) -> Path:
         path = bundles_dir(source) / champion["bundle_id"]
         if not path.is_dir():
             raise RegistryError(f"{source}: champion {champion['bundle_id'][:12]} is not in {bundles_dir(source)}")
+        try:
+            held = json.loads((path / MANIFEST).read_text()).get("bundle_id")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            held = None  # load_bundle names what is wrong with the manifest
+        if held is not None and held != champion["bundle_id"]:
+            raise RegistryError(f"{path / MANIFEST}: bundle_id {str(held)[:12]} differs from the champion pointer's "
+                                f"{champion['bundle_id'][:12]}; the folder is misnamed or was copied. Promote the bundle by its real id")
         return path
     raise RegistryError(f"{source}: neither a model bundle (no {MANIFEST}) nor a registry (no {POINTER})")
 
@@ -106,16 +113,45 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _append_history(registry: Path, record: dict[str, Any]) -> None:
+    with open(registry / HISTORY, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def champions(registry: Path) -> list[dict[str, Any]]:
+    """The promotions that took effect, oldest first. A history line is written ahead of the
+    pointer swap, so a line is a champion only if the next promotion saw it in the pointer (its
+    ``previous_bundle_id``), or it is the last line and the pointer holds it now."""
+    history = read_history(registry)
+    current = read_champion(registry)
+    applied = []
+    for i, record in enumerate(history):
+        following = history[i + 1] if i + 1 < len(history) else None
+        if following is not None and following.get("previous_bundle_id") == record["bundle_id"]:
+            applied.append(record)
+        elif following is None and current is not None and current["bundle_id"] == record["bundle_id"]:
+            applied.append(record)
+    return applied
+
+
 def promote(registry: Path, bundle_id: str, *, by: str, reason: str,
             before_replace: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Make ``bundle_id`` the champion (atomically) and append the promotion to the history.
+    """Make ``bundle_id`` the champion and record it; return the record (``changed`` False when
+    it already was the champion: nothing is written).
 
-    ``before_replace`` runs after the new pointer is written and synced, just before it replaces
-    the old one (tests use it to kill the process at the most delicate moment).
+    Write-ahead: the history line is appended and synced first, then the pointer is written to a
+    temporary file, synced and renamed over the old one. An error before the rename leaves the
+    old champion in place and says so; a crash between the two leaves a history line that
+    ``champions`` does not count. ``before_replace`` runs just before the rename (tests kill the
+    process there).
     """
     if not (bundles_dir(registry) / bundle_id / MANIFEST).is_file():
         raise RegistryError(f"cannot promote {bundle_id[:12]}: no such bundle in {bundles_dir(registry)}")
     previous = read_champion(registry)
+    if previous is not None and previous["bundle_id"] == bundle_id:
+        return {**previous, "changed": False}
     record = {
         "bundle_id": bundle_id,
         "previous_bundle_id": previous["bundle_id"] if previous else None,
@@ -123,19 +159,26 @@ def promote(registry: Path, bundle_id: str, *, by: str, reason: str,
         "by": by,
         "reason": reason,
     }
-    for stale in registry.glob(f".{POINTER}.*.tmp"):  # left by a writer killed mid-promotion
-        stale.unlink(missing_ok=True)
-    tmp = registry / f".{POINTER}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if before_replace is not None:
-        before_replace()
-    os.replace(tmp, registry / POINTER)
+    unchanged = f"the champion is unchanged ({previous['bundle_id'][:12] if previous else 'none'})"
+    try:
+        _append_history(registry, record)
+    except OSError as exc:
+        raise RegistryError(f"{registry / HISTORY}: cannot record the promotion of {bundle_id[:12]} ({exc}); "
+                            f"{unchanged}. Make the file writable and promote again") from exc
+    try:
+        for stale in registry.glob(f".{POINTER}.*.tmp"):  # left by a writer killed mid-promotion
+            stale.unlink(missing_ok=True)
+        tmp = registry / f".{POINTER}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(record, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, registry / POINTER)
+    except OSError as exc:
+        raise RegistryError(f"{registry / POINTER}: cannot swap the champion pointer to {bundle_id[:12]} ({exc}); "
+                            f"{unchanged}, and its history line does not count as a promotion. "
+                            "Fix the registry folder's permissions or space and promote again") from exc
     fsync_dir(registry)
-    with open(registry / HISTORY, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return record
+    return {**record, "changed": True}

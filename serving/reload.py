@@ -46,12 +46,18 @@ def warm_up(predictor: Predictor) -> None:
 
 
 def load_warm(path: Path, expected_schema: tuple[InputField, ...] | None = None, feature_path: str = "auto",
-              store: OnlineStore | None = None) -> Predictor:
-    """Load a bundle, check its input schema against ``expected_schema``, and warm it up.
+              store: OnlineStore | None = None, expected_id: str | None = None) -> Predictor:
+    """Load a bundle, check its id against ``expected_id`` (the pointer's: a folder whose manifest
+    holds another id is refused), its input schema against ``expected_schema``, and warm it up.
     ``store``: the server's online store, shared by every model it loads (entity state is data,
     not model: a new champion reads the same state)."""
     predictor = Predictor(load_bundle(path), path=feature_path, store=store)
     try:
+        if expected_id is not None and predictor.model_id != expected_id:
+            raise BundleError(
+                f"{path}: manifest bundle_id {predictor.model_id[:12]} differs from the champion pointer's "
+                f"{expected_id[:12]}; the folder is misnamed or was copied. Promote the bundle by its real id"
+            )
         schema = predictor.manifest.input_schema
         if expected_schema is not None and schema != expected_schema:
             raise BundleError(
@@ -137,7 +143,7 @@ class ChampionWatcher:
             return None
         try:
             fresh = load_warm(bundles_dir(self._registry) / bundle_id, current.manifest.input_schema, self._feature_path,
-                              self._store)
+                              self._store, expected_id=bundle_id)
         except Exception as exc:  # a candidate is untrusted input: whatever breaks, the old model keeps serving
             self._refused.add(bundle_id)
             self._metrics.reload("refused", bundle_id)

@@ -10,6 +10,7 @@ to the prediction's magnitude for regression).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,8 +52,12 @@ def _final_estimator(model: BaseEstimator) -> BaseEstimator:
 def export_onnx(model: BaseEstimator, n_features: int) -> bytes:
     options = {id(_final_estimator(model)): {"zipmap": False}} if hasattr(model, "predict_proba") else None
     try:
-        onx = to_onnx(model, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
-                      target_opset=TARGET_OPSET, options=options)
+        with warnings.catch_warnings():
+            # skl2onnx's tree converter, not ours: it passes `False` for a leaf's
+            # nodes_missing_value_tracks_true; protobuf < 7 (pinned in pyproject.toml) takes it as 0.
+            warnings.filterwarnings("ignore", message=".*Expected an int, got a boolean", category=DeprecationWarning)
+            onx = to_onnx(model, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+                          target_opset=TARGET_OPSET, options=options)
     except Exception as exc:  # skl2onnx raises many types for unsupported models
         raise ExportError(f"skl2onnx could not convert {type(_final_estimator(model)).__name__}: {exc}") from exc
     onx.doc_string = ""

@@ -68,7 +68,7 @@ def _both_paths(bundle: Bundle, runner: FusedRunner, batches: list[tuple[pa.Tabl
     after (held-out events, in order), the others not (edge cases are hypothetical)."""
     m = bundle.manifest
     state = EntityState(m.entity_state, m.input_schema, store) if m.entity_state and store is not None else None
-    engine = FeatureEngine(bundle.serving_sql, bundle.tables, m.feature_names)
+    engine = FeatureEngine.for_bundle(bundle)
     out: list[tuple[np.ndarray, ...]] = []
     requests = []
     try:
