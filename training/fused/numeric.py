@@ -105,7 +105,10 @@ def round_half_even(c: Compiler, x: str) -> str:
 
 def round_half_away(c: Compiler, x: str) -> str:
     """C's ``round``: exact for every double (|x - trunc(x)| is exact)."""
-    sign = c.op("Sign", [x])
+    # The sign of a zero counts (DuckDB's round(-0.0) is -0.0, and 1 / it is -inf), but Sign(-0.0)
+    # is 0 and ONNX Runtime's Where gives +0.0 for a selected -0.0; so a zero's sign is Sign(1 / x).
+    zero = c.op("Cast", [c.op("Equal", [x, c.g.f64(0.0)])], "is_zero", to=TensorProto.DOUBLE)
+    sign = c.op("Add", [c.op("Sign", [x]), c.op("Mul", [zero, c.op("Sign", [c.op("Div", [c.g.f64(1.0), x])])])], "sign")
     magnitude = c.op("Abs", [x])
     whole = c.op("Floor", [magnitude])
     up = c.op("Cast", [c.op("GreaterOrEqual", [c.op("Sub", [magnitude, whole]), c.g.f64(0.5)])], "up",
