@@ -51,6 +51,8 @@ class FeatureEngine:
             self._db.register("__frozen", table)
             self._db.execute(f'create table "{name}" as select * from __frozen')
             self._db.unregister("__frozen")
+        # UTC whatever the process's TZ: a zoned request timestamp means the same instant as in the warehouse.
+        self._db.execute("set TimeZone = 'UTC'")
         self._db.execute("set lock_configuration = true")
         self._local = threading.local()
 
