@@ -83,6 +83,8 @@ FAULTS = {
     "blank-ids": "40% of txn_id are empty or blank",
     "conflicting-resend": "2% of the day's records are re-sent with the same id and time but the label flipped",
     "earlier-day-rows": "10% of the day's rows are stamped 11 days earlier (they would rewrite that day)",
+    "label-flood": "the day has a fifth of its rows, every one labelled fraud (too few rows for the ratio bounds; "
+                   "the exact binomial bound judges it)",
     "non-finite-amount": "1% of amount is NaN and 1% infinite",
     "float32-amount": "amount arrives as float32 where double is declared",
     "zoned-timestamps": "txn_ts carries a time zone (America/New_York, same instants): stored as UTC, unchanged",
@@ -314,6 +316,9 @@ def _break(table: pa.Table, kind: str, rng: np.random.Generator) -> pa.Table:
         mask = pa.array(rng.random(n) < 0.1)
         earlier = pc.subtract(table.column("txn_ts"), pa.scalar(dt.timedelta(days=11), pa.duration("us")))
         return _replace(table, "txn_ts", pc.if_else(mask, earlier, table.column("txn_ts")).combine_chunks())
+    if kind == "label-flood":
+        small = table.slice(0, n // 5)
+        return _replace(small, "is_fraud", pa.array([True] * small.num_rows, pa.bool_()))
     if kind == "non-finite-amount":
         draw = rng.random(n)
         amount = np.where(draw < 0.01, np.nan, np.where(draw > 0.99, np.inf, table.column("amount").to_numpy()))

@@ -44,6 +44,8 @@ SCENARIOS = {
     "rows": {"reused-ids": dt.date(2026, 1, 9), "blank-ids": dt.date(2026, 1, 10),
              "conflicting-resend": dt.date(2026, 1, 11), "earlier-day-rows": dt.date(2026, 1, 12),
              "non-finite-amount": dt.date(2026, 1, 13)},
+    # A small day (a fifth of the rows), every one positive: judged by the exact binomial bound.
+    "small": {"label-flood": dt.date(2026, 1, 9)},
     "files": {"float32-amount": dt.date(2026, 1, 9), "directory-partition": dt.date(2026, 1, 10),
               "misnamed-file": dt.date(2026, 1, 11), "upper-case-suffix": dt.date(2026, 1, 12)},
 }
@@ -70,6 +72,7 @@ HALTS = {
     "non-finite-amount": ("ingest", "value(s) of 'amount' are not finite ("),
     "float32-amount": ("ingest", "2026-01-09.parquet: column 'amount' has type float, expected double"),
     "directory-partition": ("ingest", "2026-01-10.parquet: is a directory, not a Parquet file"),
+    "label-flood": ("validate", f"label_rate_within_bounds on {STG}.is_fraud: label_rate on 2026-01-09 is 1, expected"),
 }
 # fault -> the check that must fail because of it, and on which segment (day)
 CAUGHT_BY = {
@@ -88,6 +91,7 @@ CAUGHT_BY = {
     "non-finite-amount": ("finite_values on transactions/2026-01-13.parquet.amount", None),
     "float32-amount": ("landing_schema on transactions/2026-01-09.parquet.amount", None),
     "directory-partition": ("landing_file_name on transactions/2026-01-10.parquet", None),
+    "label-flood": (f"label_rate_within_bounds on {STG}.is_fraud", "2026-01-09"),
 }
 
 
