@@ -49,3 +49,11 @@ def test_readme_is_a_front_door_that_links_every_docs_page() -> None:
     linked = {(REPO / target.partition("#")[0]).resolve() for target in LINK.findall(readme)}
     unlinked = [p.name for p in PAGES[1:] if p.resolve() not in linked]
     assert not unlinked, f"docs pages the README does not link: {unlinked}"
+
+
+def test_the_fault_table_lists_every_fault_kind() -> None:
+    from orchestration.demo_data import FAULTS  # noqa: PLC0415
+
+    table = (REPO / "docs" / "validation.md").read_text().split("## Injected faults", 1)[1]
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", table, re.M))
+    assert listed == set(FAULTS), f"docs/validation.md's fault table: missing {set(FAULTS) - listed}, extra {listed - set(FAULTS)}"
