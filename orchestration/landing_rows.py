@@ -138,13 +138,17 @@ def _duplicates(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, s
     differs = ", ".join(f"case when count(distinct hash({_q(c)})) > 1 then '{c}' end" for c in columns if c != key)
     times = f"count(distinct {_q(at)})" if at else "2"
     rows = con.execute(f"""
-        with dupes as (
+        with candidates as (
+            select {k} as k from landing_all where {k} is not null and trim(cast({k} as varchar)) <> ''
+            group by 1 having count(distinct row_hash) > 1 and bool_or(is_incoming)
+        ),
+        dupes as (
             select {k} as k, case when {times} > 1 then 'reused' else 'conflict' end as kind,
                 list_filter([{differs}], x -> x is not null) as fields,
                 list_sort(list_distinct(list(filename))) as files,
                 list_distinct(list(filename) filter (where is_incoming)) as incoming
-            from landing_all where {k} is not null and trim(cast({k} as varchar)) <> ''
-            group by 1 having count(distinct row_hash) > 1 and bool_or(is_incoming)
+            from landing_all where {k} in (select k from candidates)
+            group by 1
         ),
         -- The key's earliest partition owns it: the later ones are blamed (the only one, within a file).
         per_file as (select unnest(list_filter(incoming, f -> f <> files[1] or len(files) = 1)) as file, * from dupes)
