@@ -306,6 +306,7 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
     relation = raw_relation(table)
     with duckdb.connect(str(warehouse)) as con:
         con.execute("set TimeZone = 'UTC'")  # a zoned timestamp is stored as UTC whatever the process's TZ
+        con.execute("set enable_progress_bar = false")
         con.execute(LOG_DDL)
         logged = {name: (sha, rows, published) for name, sha, rows, published in con.execute(
             "select file_name, sha256, count_rows, published_at from raw.ingestion_log").fetchall()}
