@@ -119,3 +119,18 @@ def test_zoned_timestamps_are_stored_in_utc_whatever_the_process_tz(tmp_path: Pa
                              capture_output=True, text=True, env=env, cwd=Path(__file__).parents[2], check=True)
         out.append(run.stdout)
     assert out[0] == out[1] and "2026, 1, 1, 0" in out[0], out
+
+
+@pytest.mark.parametrize(("meta", "says"), [
+    ({"landing": {"event_kee": "txn_id"}}, "unknown keys \\['event_kee'\\]"),
+    ({"landing": {"event_key": "id"}}, "meta.landing.event_key is 'id', not a declared column"),
+    ({"landing": {"event_time": "amount"}}, "is double, not a timestamp"),
+    ({"landing": {"day_tolerance_hours": -1}}, "day_tolerance_hours must be >= 0"),
+])
+def test_a_bad_landing_declaration_says_how_to_fix_it(meta: dict, says: str) -> None:
+    with pytest.raises(LandingError, match=says):
+        LandingRules.from_meta(meta, COLUMNS)
+
+
+def test_no_declaration_means_no_row_rules_and_naive_timestamps_refused() -> None:
+    assert LandingRules.from_meta({}, COLUMNS) == LandingRules()
