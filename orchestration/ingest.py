@@ -357,6 +357,9 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
             checks.extend(_stage_rows(con, relation, expected, incoming, rules, table))
         insert_checks(con, run_id, checks)
         errors = [c for c in checks if c.halts]
+        for c in checks if errors else ():  # a run that halts here still shows its warnings
+            if c.warns:
+                progress(f"WARN {c.label}: {c.message}")
         if errors:
             raise LandingError(f"{len(errors)} landing check(s) failed; nothing was loaded:\n  "
                                + "\n  ".join(c.message for c in errors), checks=tuple(c.label for c in errors))
