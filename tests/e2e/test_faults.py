@@ -136,7 +136,7 @@ def _world(root: Path, landing: list[Path]) -> Path:
 
 
 def _run(root: Path, tz: str | None = None) -> Run:
-    result = run_orchestrator("--config", str(root / "pipeline.yml"), env={"TZ": tz} if tz else None)
+    result = run_orchestrator("--config", str(root / "pipeline.yml"), env={"TZ": tz} if tz else None, timeout=900)
     pointer = root / "artifacts" / "registry" / "champion.json"
     with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
         (published,) = con.execute("select count(*) from information_schema.tables "
