@@ -258,7 +258,10 @@ def test_a_misnamed_data_file_is_a_named_warning_not_ignored(faults: Faults, kin
 
 def test_zoned_timestamps_load_as_utc_under_a_non_utc_process_tz(faults: Faults) -> None:
     (run,) = faults.runs["zoned"]
-    assert run.result.returncode == 0, run.output[-3000:]
+    # Every data check passes and the served features equal the warehouse's (hours included); one
+    # more day may still lose the no-regression gate to the champion, which is about the model.
+    assert run.query("select count(*) from validation.check_results where not passed and run_id = {run}") == [(0,)]
+    assert "parity passed on" in run.result.stdout and "stage 'ingest'" not in run.result.stderr, run.output[-3000:]
     clean = faults.clean / "transactions" / f"{LATE_DAY}.parquet"
     with duckdb.connect() as con:
         expected = con.execute("select min(txn_ts), max(txn_ts), count(*) from read_parquet(?)", [str(clean)]).fetchall()
