@@ -183,7 +183,8 @@ def summary(results: Iterable[CheckResult]) -> dict[str, int]:
 WORST_SEGMENT_SQL = """
 select segment, metric, expected, actual, threshold, lower_bound, upper_bound,
        count(*) over () as count_segments,
-       sum(case when passed then 0 else 1 end) over () as count_failed_segments
+       count(*) filter (where not passed) over () as count_failed_segments,
+       count(*) filter (where passed is null) over () as count_not_judged
 from {relation}
 order by passed,
          greatest(actual - upper_bound, lower_bound - actual) / nullif(upper_bound - lower_bound, 0) desc nulls last,
@@ -235,7 +236,12 @@ def _test_result(result: dict[str, Any], node: dict[str, Any], manifest: dict[st
     if stored and status in ("pass", "warn", "fail"):
         row = con.execute(WORST_SEGMENT_SQL.format(relation=result["relation_name"])).fetchone()
         if row is not None:
-            segment, metric, expected, actual, threshold, lower, upper, n, failed = row
+            segment, metric, expected, actual, threshold, lower, upper, n, failed, not_judged = row
+            if not_judged and status == "pass":
+                # Days too small to judge are not passes: a check that judged none is "not judged".
+                message = f"{not_judged} of {n} days not judged (too few rows to tell)"
+                if not_judged == n:
+                    base = {**base, "status": "not judged", "passed": None}
             return CheckResult(**{**base, "threshold": _fmt(threshold)}, metric=metric, segment=segment,
                                expected=_fmt(expected), actual=_fmt(actual), expected_value=expected,
                                actual_value=actual, lower_bound=lower, upper_bound=upper,

@@ -79,7 +79,21 @@ FAULTS = {
     "empty-day": "the partition has the right schema and 0 rows",
     "corrupt-file": "the partition is truncated mid-file (unreadable Parquet)",
     "late-partition": "the partition is held back under <landing>/late/; move it into place to deliver it late",
+    "reused-ids": "the day's txn_ids are copied from the first day's partition (other events, same ids)",
+    "blank-ids": "40% of txn_id are empty or blank",
+    "conflicting-resend": "2% of the day's records are re-sent with the same id and time but the label flipped",
+    "earlier-day-rows": "10% of the day's rows are stamped 11 days earlier (they would rewrite that day)",
+    "label-flood": "the day has a fifth of its rows, every one labelled fraud (too few rows for the ratio bounds; "
+                   "the exact binomial bound judges it)",
+    "non-finite-amount": "1% of amount is NaN and 1% infinite",
+    "float32-amount": "amount arrives as float32 where double is declared",
+    "zoned-timestamps": "txn_ts carries a time zone (America/New_York, same instants): stored as UTC, unchanged",
+    "misnamed-file": "the partition arrives as YYYY-MM-DD.parq (not ingested: a named warning)",
+    "upper-case-suffix": "the partition arrives as YYYY-MM-DD.PARQUET (not ingested: a named warning)",
+    "directory-partition": "the partition arrives as a directory named YYYY-MM-DD.parquet holding the file",
 }
+# Faults that need an earlier partition to copy from.
+NEEDS_EARLIER_DAY = ("reused-ids",)
 LATE_FOLDER = "late"
 
 
@@ -125,6 +139,9 @@ class DemoDataOptions:
         if self.fault and not self.start_date <= self.fault.day <= last:
             raise ValueError(f"demo data: fault day {self.fault.day} is outside the generated days "
                              f"{self.start_date} to {last}")
+        if self.fault and self.fault.kind in NEEDS_EARLIER_DAY and self.fault.day == self.start_date:
+            raise ValueError(f"demo data: fault {self.fault.kind!r} copies from an earlier day; pick a day after "
+                             f"{self.start_date}")
 
 
 def _normalise(weights: np.ndarray) -> np.ndarray:
@@ -249,6 +266,20 @@ def late_path(landing: Path, day: dt.date) -> Path:
     return landing / LATE_FOLDER / "transactions" / f"{day.isoformat()}.parquet"
 
 
+def fault_path(landing: Path, day: dt.date, kind: str | None) -> Path:
+    """Where the partition of ``day`` is written when it gets fault ``kind`` (None: where it belongs)."""
+    path = partition_path(landing, day)
+    if kind == "late-partition":
+        return late_path(landing, day)
+    if kind == "misnamed-file":
+        return path.with_suffix(".parq")
+    if kind == "upper-case-suffix":
+        return path.with_suffix(".PARQUET")
+    if kind == "directory-partition":
+        return path / "part-0.parquet"
+    return path
+
+
 def _replace(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     i = table.schema.get_field_index(name)
     return table.set_column(i, pa.field(name, values.type, table.schema.field(i).nullable), values)
@@ -274,12 +305,35 @@ def _break(table: pa.Table, kind: str, rng: np.random.Generator) -> pa.Table:
         return _replace(table, "amount", pc.multiply(table.column("amount"), 100.0).combine_chunks())
     if kind == "empty-day":
         return table.slice(0, 0)
+    if kind == "blank-ids":
+        draw = rng.random(n)
+        ids = pc.if_else(pa.array(draw < 0.3), "", table.column("txn_id").combine_chunks())
+        return _replace(table, "txn_id", pc.if_else(pa.array(draw > 0.9), "  ", ids))
+    if kind == "conflicting-resend":
+        resent = table.take(pa.array(np.flatnonzero(rng.random(n) < 0.02)))
+        return pa.concat_tables([table, _replace(resent, "is_fraud", pc.invert(resent.column("is_fraud")).combine_chunks())])
+    if kind == "earlier-day-rows":
+        mask = pa.array(rng.random(n) < 0.1)
+        earlier = pc.subtract(table.column("txn_ts"), pa.scalar(dt.timedelta(days=11), pa.duration("us")))
+        return _replace(table, "txn_ts", pc.if_else(mask, earlier, table.column("txn_ts")).combine_chunks())
+    if kind == "label-flood":
+        small = table.slice(0, n // 5)
+        return _replace(small, "is_fraud", pa.array([True] * small.num_rows, pa.bool_()))
+    if kind == "non-finite-amount":
+        draw = rng.random(n)
+        amount = np.where(draw < 0.01, np.nan, np.where(draw > 0.99, np.inf, table.column("amount").to_numpy()))
+        return _replace(table, "amount", pa.array(amount, pa.float64()))
+    if kind == "float32-amount":
+        return _replace(table, "amount", pc.cast(table.column("amount"), pa.float32()).combine_chunks())
+    if kind == "zoned-timestamps":
+        zoned = pc.cast(table.column("txn_ts"), pa.timestamp("us", tz="UTC")).combine_chunks()
+        return _replace(table, "txn_ts", zoned.cast(pa.timestamp("us", tz="America/New_York")))
     return table
 
 
 def _write(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
+    tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp, compression="zstd", write_statistics=True)
     tmp.replace(path)
 
@@ -298,6 +352,7 @@ def generate(landing: Path, opts: DemoDataOptions) -> list[Path]:
     day_index = ((timestamps - start) // np.timedelta64(1, "D")).astype(np.int64)
     paths = []
     resent: pa.Table | None = None  # a duplicated partition, re-sent with the next day's
+    first_ids: pa.Array | None = None  # the first day's ids, for a reused-ids fault
     for day in range(opts.days):
         idx = np.flatnonzero(day_index == day)
         resend = idx[rng.random(len(idx)) < 0.0005]
@@ -312,12 +367,15 @@ def generate(landing: Path, opts: DemoDataOptions) -> list[Path]:
         if resent is not None:
             table, resent = pa.concat_tables([table, resent]), None
         kind = opts.fault.kind if opts.fault and opts.fault.day == date else None
-        if kind == "duplicate-partition" and day < opts.days - 1:
+        if first_ids is None:
+            first_ids = table.column("txn_id").combine_chunks()
+        path = fault_path(landing, date, kind)
+        if kind == "reused-ids":
+            table = _replace(table, "txn_id", pc.take(first_ids, pa.array(np.arange(table.num_rows) % len(first_ids))))
+        elif kind == "duplicate-partition" and day < opts.days - 1:
             resent = table
         elif kind == "duplicate-partition":
             table = pa.concat_tables([table, table])
-        elif kind == "late-partition":
-            path = late_path(landing, date)
         elif kind:
             table = _break(table, kind, fault_rng)
         _write(table, path)

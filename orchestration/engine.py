@@ -34,7 +34,7 @@ from orchestration import records
 from orchestration.config import PipelineConfig, Retry
 from orchestration.context import RunContext, Stage
 from orchestration.errors import StageError
-from orchestration.ingest import partition_files
+from orchestration.ingest import partition_files, stray_checks
 from serving.registry import read_champion
 from orchestration.outputs import CODECS, MONITORING_TAG, OutputStore, canonical, dbt_logic_digest, digest, sha256
 
@@ -64,8 +64,12 @@ def code_digest(root: Path = REPO) -> str:
 
 def landing_digest(cfg: PipelineConfig) -> str:
     """Checksums of the landing partitions: what `watch` polls and ingest's key holds."""
-    paths = partition_files(cfg.landing, cfg.dbt.source.split(".", 1)[1])
-    return _hash_files(paths, cfg.landing) if paths else "empty"
+    table = cfg.dbt.source.split(".", 1)[1]
+    paths = partition_files(cfg.landing, table)
+    # Entries that look like data but are not partitions change the key too: ingest names them.
+    strays = sorted(c.table for c in stray_checks(cfg.landing, table))
+    digest = _hash_files(paths, cfg.landing) if paths else "empty"
+    return digest if not strays else hashlib.sha256("\n".join([digest, *strays]).encode()).hexdigest()
 
 
 def _landing(ctx: RunContext) -> str:

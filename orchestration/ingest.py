@@ -9,8 +9,15 @@ and load it into the raw table exactly once, logging file, rows, checksum and lo
   it; once published it is an error that names the file and both checksums.
 - ``reload`` (``orchestrate.py backfill --start --end``) reloads every partition in a range of
   days whatever its state: the deliberate way to take corrected partitions that were published.
-- Every landing check (file name, readability, schema, re-delivery, empty file, missing days)
-  is returned as a ``CheckResult``; any error-severity failure halts before anything is loaded.
+- Every landing check (file name, readability, schema, time zone, re-delivery, empty file,
+  missing days, and the row checks of ``orchestration.landing_rows``: event keys, partition days,
+  finite numbers) is returned as a ``CheckResult``; any error-severity failure halts before
+  anything is loaded.
+- Files that look like data but are not named ``YYYY-MM-DD.parquet`` (``.parq``, ``.PARQUET``) are
+  a named warning; a directory with a partition's name is an error.
+- Time is UTC: the connection's DuckDB ``TimeZone`` is UTC whatever the process's ``TZ``. A
+  timestamp with a zone is stored as UTC; one without is refused unless the source declares its
+  zone (``meta.landing.time_zone``), and then converted from it.
 
 New partitions load in one transaction with their log rows: a killed run loads nothing.
 """
@@ -30,8 +37,11 @@ import pyarrow.parquet as pq
 
 from orchestration.checks import CheckResult, insert_checks
 from orchestration.errors import LandingError
+from orchestration.landing_rows import INCOMING, LandingRules, row_checks
 
 PARTITION_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
+# Names that look like landing data: what is not a partition among them is reported, never ignored.
+DATA_LIKE = re.compile(r"\.(parquet|parq|pqt|pq)$", re.IGNORECASE)
 RAW_SCHEMA = "raw"
 # The column the raw table adds: the landing file a row came from, as read_parquet(filename=true)
 # names it, so staging reads the raw table and the landing files alike.
@@ -52,6 +62,8 @@ class Partition:
     """Checksum of its bytes."""
     rows: int
     """Number of rows (from the Parquet footer)."""
+    naive: tuple[str, ...] = ()
+    """Timestamp columns stored without a time zone (in the zone the source declares)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ def arrow_kind(t: pa.DataType) -> str:
     """The serving type name of an Arrow type (see ``serving.bundle.INPUT_TYPES``)."""
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "string"
-    if pa.types.is_floating(t):
+    if pa.types.is_float64(t):
         return "double"
     if pa.types.is_integer(t):
         return "integer"
@@ -95,7 +107,27 @@ def _sha256(path: Path) -> str:
 
 def partition_files(landing: Path, table: str) -> list[Path]:
     folder = landing / table
-    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    return sorted(p for p in folder.glob("*.parquet") if p.is_file()) if folder.is_dir() else []
+
+
+def stray_checks(landing: Path, table: str) -> list[CheckResult]:
+    """Entries that look like landing data but are not partitions: a warning each (an error for a
+    directory named like a partition), so a misnamed file is never silently ignored."""
+    folder = landing / table
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir() and DATA_LIKE.search(path.name):
+            out.append(_problem(path, "landing_file_name", "is a directory, not a Parquet file; move its data "
+                                "into one file named YYYY-MM-DD.parquet and remove the directory", metric="name",
+                                expected="a file", actual="directory"))
+        elif path.is_file() and DATA_LIKE.search(path.name) and not path.name.endswith(".parquet"):
+            out.append(_problem(path, "landing_file_name", "looks like landing data but is not named "
+                                "YYYY-MM-DD.parquet, so it is not ingested; rename it (lower-case .parquet) "
+                                "to deliver it, or move it out of the landing folder", metric="name",
+                                expected="YYYY-MM-DD.parquet", actual=path.name, severity="warn"))
+    return out
 
 
 def raw_relation(table: str) -> str:
@@ -161,8 +193,21 @@ def _day(path: Path) -> dt.date | None:
         return None
 
 
-def check_partition(path: Path, expected: dict[str, str]) -> tuple[Partition | None, list[CheckResult]]:
-    """Checksum and schema-check one landing file against ``expected`` (column -> type name)."""
+def _zone_problems(path: Path, schema: pa.Schema, expected: dict[str, str],
+                   zone: str | None) -> tuple[tuple[str, ...], list[CheckResult]]:
+    naive = tuple(f.name for f in schema if f.name in expected and pa.types.is_timestamp(f.type) and not f.type.tz)
+    if zone is not None:
+        return naive, []
+    return naive, [_problem(path, "landing_time_zone", f"column {c!r} is a timestamp without a time zone; write it "
+                            "with one (timestamp[us, tz=UTC]), or declare the zone the source sends in the dbt "
+                            "source's meta.landing.time_zone", column=c, metric="time_zone",
+                            expected="a time zone", actual="none") for c in naive]
+
+
+def check_partition(path: Path, expected: dict[str, str],
+                    time_zone: str | None = "UTC") -> tuple[Partition | None, list[CheckResult]]:
+    """Checksum and schema-check one landing file against ``expected`` (column -> type name);
+    naive timestamps are refused unless ``time_zone`` says which zone they are in."""
     day = _day(path)
     if day is None:
         return None, [_problem(path, "landing_file_name", "landing files must be named YYYY-MM-DD.parquet "
@@ -175,9 +220,10 @@ def check_partition(path: Path, expected: dict[str, str]) -> tuple[Partition | N
         return None, [_problem(path, "landing_readable", f"not a readable Parquet file ({exc}); re-deliver the "
                                "partition", metric="parquet", expected="readable Parquet", actual="unreadable")]
     problems = schema_problems(path, {f.name: arrow_kind(f.type) for f in schema}, expected)
-    if problems:
-        return None, problems
-    partition = Partition(path, day, _sha256(path), meta.num_rows)
+    naive, zone_problems = _zone_problems(path, schema, expected, time_zone)
+    if problems or zone_problems:
+        return None, problems + zone_problems
+    partition = Partition(path, day, _sha256(path), meta.num_rows, naive)
     return partition, [CheckResult(origin="ingest", table=_landing_name(path), check="landing_schema", column=None,
                                    metric="columns", severity="error", status="pass", passed=True,
                                    expected=f"{len(expected)} declared columns", actual="match")]
@@ -241,10 +287,16 @@ def _exists(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
 
 def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path, run_id: str,
            progress: Callable[[str], None] = lambda _: None,
-           reload: tuple[dt.date, dt.date] | None = None) -> IngestResult:
+           reload: tuple[dt.date, dt.date] | None = None, rules: LandingRules | None = None) -> IngestResult:
     """Check the landing partitions of ``table`` and load the new ones into ``raw.<table>``;
-    with ``reload`` (first day, last day), reload every partition in that range too."""
+    with ``reload`` (first day, last day), reload every partition in that range too. ``rules``
+    are the source's ``meta.landing`` (None: no row checks, naive timestamps are UTC)."""
+    rules = rules or LandingRules(time_zone="UTC")
     paths = partition_files(landing, table)
+    strays = stray_checks(landing, table)
+    if not paths and strays:
+        raise LandingError("no landing partitions, but:\n  " + "\n  ".join(c.message for c in strays),
+                           checks=tuple(c.label for c in strays))
     if not paths:
         raise LandingError(
             f"{landing / table}: no landing partitions (expected files named YYYY-MM-DD.parquet). "
@@ -253,6 +305,8 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     relation = raw_relation(table)
     with duckdb.connect(str(warehouse)) as con:
+        con.execute("set TimeZone = 'UTC'")  # a zoned timestamp is stored as UTC whatever the process's TZ
+        con.execute("set enable_progress_bar = false")
         con.execute(LOG_DDL)
         logged = {name: (sha, rows, published) for name, sha, rows, published in con.execute(
             "select file_name, sha256, count_rows, published_at from raw.ingestion_log").fetchall()}
@@ -261,14 +315,14 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
         if reload_all:
             progress(f"{relation} is missing: reloading every landing partition")
             logged = {}
-        partitions, new, replaced, reloaded, checks = [], [], [], [], []
+        partitions, new, replaced, reloaded, checks = [], [], [], [], list(strays)
         for i, path in enumerate(paths, 1):
             if i % 20 == 0 or i == len(paths):
                 progress(f"checked {i}/{len(paths)} landing files")
             known = logged.get(path.name)
             day = _day(path)
             if known and reload and day and reload[0] <= day <= reload[1]:
-                partition, file_checks = check_partition(path, expected)
+                partition, file_checks = check_partition(path, expected, rules.time_zone)
                 checks.extend(file_checks)
                 if partition is not None:
                     partitions.append(partition)
@@ -286,7 +340,7 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
                     "corrections as a new partition, or remove the old log and raw rows deliberately to reload.",
                     metric="sha256", expected=known[0][:12], actual=sha[:12]))
                 continue
-            partition, file_checks = check_partition(path, expected)
+            partition, file_checks = check_partition(path, expected, rules.time_zone)
             checks.extend(file_checks)
             if partition is None:
                 continue
@@ -298,8 +352,14 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
                                        actual="0", severity="warn"))
         if partitions:
             checks.append(_sequence_check([p.day for p in partitions], landing, table))
+        incoming = sorted(new + replaced, key=lambda p: p.day)
+        if not [c for c in checks if c.halts]:
+            checks.extend(_stage_rows(con, relation, expected, incoming, rules, table))
         insert_checks(con, run_id, checks)
         errors = [c for c in checks if c.halts]
+        for c in checks if errors else ():  # a run that halts here still shows its warnings
+            if c.warns:
+                progress(f"WARN {c.label}: {c.message}")
         if errors:
             raise LandingError(f"{len(errors)} landing check(s) failed; nothing was loaded:\n  "
                                + "\n  ".join(c.message for c in errors), checks=tuple(c.label for c in errors))
@@ -315,9 +375,8 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
             what = "backfill: reloading" if p.path.name in reloaded else "replacing unpublished"
             progress(f"{what} partition {p.path.name}: sha256 {logged[p.path.name][0][:12]} -> {p.sha256[:12]}")
         select = ", ".join(f'"{c}"' for c in expected)
-        for p in loaded:
-            con.execute(f'insert into {relation} ({select}, "{FILE_COLUMN}") select {select}, ? from read_parquet(?)',
-                        [p.path.name, str(p.path)])
+        con.execute(f'insert into {relation} ({select}, "{FILE_COLUMN}") select {select}, filename from {INCOMING} '
+                    'order by filename, row_number')
         for p in loaded:
             con.execute(
                 "insert into raw.ingestion_log (file_name, partition_date, count_rows, sha256, loaded_at, run_id) "
@@ -326,6 +385,34 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
     return IngestResult(tuple(sorted(partitions, key=lambda p: p.day)), tuple(loaded),
                         tuple(p.path.name for p in replaced if p.path.name not in reloaded), tuple(checks),
                         tuple(reloaded))
+
+
+def _select(expected: dict[str, str], partition: Partition, zone: str | None) -> str:
+    """The file's declared columns in the raw table's types; timestamps in UTC (a naive one read
+    as the source's declared zone)."""
+    out = []
+    for c, kind in expected.items():
+        if kind == "timestamp" and c in partition.naive and zone not in (None, "UTC"):
+            out.append(f'cast(timezone(\'{zone}\', "{c}") as timestamp) as "{c}"')
+        else:
+            out.append(f'cast("{c}" as {DUCKDB_TYPES[kind]}) as "{c}"')
+    return ", ".join(out)
+
+
+def _stage_rows(con: duckdb.DuckDBPyConnection, relation: str, expected: dict[str, str], incoming: list[Partition],
+                rules: LandingRules, table: str) -> list[CheckResult]:
+    """Read each new file once into temp table ``landing_incoming`` and run the row checks on it."""
+    con.execute(f"create or replace temp table {INCOMING} as select "
+                + ", ".join(f'null::{DUCKDB_TYPES[k]} as "{c}"' for c, k in expected.items())
+                + ", null::varchar as filename, null::bigint as row_number limit 0")
+    for p in incoming:
+        con.execute(f"insert into {INCOMING} select {_select(expected, p, rules.time_zone)}, ?, row_number() over () "
+                    "from read_parquet(?)", [p.path.name, str(p.path)])
+    replaced = ", ".join("'" + p.path.name.replace("'", "''") + "'" for p in incoming)
+    existing = None
+    if _exists(con, relation):
+        existing = f'select * from {relation}' + (f' where "{FILE_COLUMN}" not in ({replaced})' if replaced else "")
+    return row_checks(con, table, expected, rules, existing)
 
 
 def mark_published(con: duckdb.DuckDBPyConnection, published_at: dt.datetime) -> int:

@@ -31,6 +31,7 @@ from orchestration.dbt import run_dbt
 from orchestration.faults import pause_point
 from orchestration.errors import DbtError, PublishError, StageError, ValidationError
 from orchestration.ingest import ingest, partition_files, raw_relation
+from orchestration.landing_rows import LandingRules
 from orchestration.materialize import materialize
 from training import dbt_manifest
 from training.data import SplitBoundaries, check_feature_availability, read_features, to_dataset
@@ -104,10 +105,10 @@ def _ingest(ctx: RunContext) -> dict[str, Any]:
     if ctx.backfill:
         _check_backfill_range(ctx)
     fields = dbt_manifest.input_schema(ctx.state["manifest"], ctx.cfg.dbt.source, include_labels=True)
-    result = ingest(
-        ctx.cfg.landing, ctx.source_table, {f.name: f.type for f in fields}, ctx.cfg.warehouse, ctx.run_id, ctx.echo,
-        reload=ctx.backfill,
-    )
+    columns = {f.name: f.type for f in fields}
+    rules = LandingRules.from_meta(dbt_manifest.source_meta(ctx.state["manifest"], ctx.cfg.dbt.source), columns)
+    result = ingest(ctx.cfg.landing, ctx.source_table, columns, ctx.cfg.warehouse, ctx.run_id, ctx.echo,
+                    reload=ctx.backfill, rules=rules)
     for check in result.checks:
         if check.warns:
             ctx.echo(f"WARN {check.label}: {check.message}")

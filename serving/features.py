@@ -30,6 +30,7 @@ DUCKDB_LOCKDOWN = {
     "temp_directory": "",  # DuckDB's default (.tmp under the working directory) stays writable otherwise
     "lock_configuration": True,
 }
+_UNLOCKED = {k: v for k, v in DUCKDB_LOCKDOWN.items() if k != "lock_configuration"}
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,12 @@ class FeatureEngine:
         self._feature_names = feature_names
         self._db = duckdb.connect(
             ":memory:",
-            config={**DUCKDB_LOCKDOWN, "memory_limit": options.memory_limit, "threads": options.threads},
+            config={**_UNLOCKED, "memory_limit": options.memory_limit, "threads": options.threads},
         )
+        # UTC whatever the process's TZ (a zoned request timestamp is the warehouse's instant); the
+        # TimeZone setting needs ICU loaded, so it is set just after connecting, then the lock.
+        self._db.execute("set TimeZone = 'UTC'")
+        self._db.execute("set lock_configuration = true")
         self._local = threading.local()
 
     @classmethod

@@ -99,6 +99,15 @@ def feature_spec(manifest: dict[str, Any], model: str, label: str | None = None)
     )
 
 
+def source_meta(manifest: dict[str, Any], source: str) -> dict[str, Any]:
+    """The ``meta`` of dbt source table ``source`` (``source_name.table``)."""
+    source_name, _, table = source.partition(".")
+    for node in manifest["sources"].values():
+        if node["source_name"] == source_name and node["name"] == table:
+            return dict(node.get("meta") or (node.get("config") or {}).get("meta") or {})
+    raise FeatureSpecError(f"dbt source {source!r} is not in the manifest; check `dbt.source` in the pipeline config")
+
+
 def input_schema(manifest: dict[str, Any], source: str, *, include_labels: bool = False) -> tuple[InputField, ...]:
     """Raw fields of ``source`` (``source_name.table``); labels only when ``include_labels``.
 

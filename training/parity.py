@@ -155,6 +155,8 @@ def held_out_raw_rows(files: list[Path], fields: list[str], rows: int, seed: int
     them and the replayed entity state is whole; else a seeded sample."""
     names = ", ".join(f'"{f}"' for f in fields)
     with duckdb.connect() as con:
+        # A zoned landing timestamp read as the warehouse stored it (UTC), whatever the process's TZ.
+        con.execute("set TimeZone = 'UTC'")
         if time is not None and start is not None:
             return con.execute(
                 f'select {names} from read_parquet(?) where cast("{time}" as timestamp) >= cast(? as timestamp) '

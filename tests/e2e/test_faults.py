@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestration.demo_data import DemoDataOptions, Fault, generate, late_path
+from orchestration.demo_data import DemoDataOptions, Fault, fault_path, generate, late_path
 from tests.conftest import run_orchestrator, write_config
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,17 @@ SCENARIOS = {
     # Day 9 is late. The empty day comes last: an empty newest partition is what freshness catches.
     "data": {"null-explosion": dt.date(2026, 1, 10), "label-collapse": dt.date(2026, 1, 11),
              "unit-change": dt.date(2026, 1, 12), "empty-day": dt.date(2026, 1, 13)},
+    # Row faults at ingest: ids of published day 1, and rows stamped as published day 1.
+    "rows": {"reused-ids": dt.date(2026, 1, 9), "blank-ids": dt.date(2026, 1, 10),
+             "conflicting-resend": dt.date(2026, 1, 11), "earlier-day-rows": dt.date(2026, 1, 12),
+             "non-finite-amount": dt.date(2026, 1, 13)},
+    # A small day (a fifth of the rows), every one positive: judged by the exact binomial bound.
+    "small": {"label-flood": dt.date(2026, 1, 9)},
+    "files": {"float32-amount": dt.date(2026, 1, 9), "directory-partition": dt.date(2026, 1, 10),
+              "misnamed-file": dt.date(2026, 1, 11), "upper-case-suffix": dt.date(2026, 1, 12)},
 }
+# Scenarios run with the process in a non-UTC zone: the warehouse must not care.
+NON_UTC = {"rows": "America/New_York", "zoned": "America/New_York"}
 # fault -> (failing stage, what stderr must name)
 HALTS = {
     "dropped-column": ("ingest", "2026-01-09.parquet: column 'country_code' is missing (expected string)"),
@@ -53,6 +63,16 @@ HALTS = {
     "label-collapse": ("validate", f"label_rate_within_bounds on {STG}.is_fraud: label_rate on 2026-01-11 is 0,"),
     "unit-change": ("validate", f"mean_vs_baseline on {STG}.amount: mean on 2026-01-12 is"),
     "empty-day": ("validate", "source_freshness on source bank.transactions.txn_ts: age_hours is 24."),
+    "reused-ids": ("ingest", "belong to different events (other txn_ts) in partitions 2026-01-01.parquet, "
+                             "2026-01-09.parquet"),
+    "blank-ids": ("ingest", "row(s) have a null, empty or blank 'txn_id'"),
+    "conflicting-resend": ("ingest", "differ from another copy in is_fraud (partitions 2026-01-11.parquet)"),
+    "earlier-day-rows": ("ingest", "have 'txn_ts' outside the partition's day (2026-01-11 18:00:00 to "
+                                   "2026-01-13 06:00:00 UTC, tolerance 6h): 2026-01-01"),
+    "non-finite-amount": ("ingest", "value(s) of 'amount' are not finite ("),
+    "float32-amount": ("ingest", "2026-01-09.parquet: column 'amount' has type float, expected double"),
+    "directory-partition": ("ingest", "2026-01-10.parquet: is a directory, not a Parquet file"),
+    "label-flood": ("validate", f"label_rate_within_bounds on {STG}.is_fraud: label_rate on 2026-01-09 is 1, expected"),
 }
 # fault -> the check that must fail because of it, and on which segment (day)
 CAUGHT_BY = {
@@ -64,6 +84,14 @@ CAUGHT_BY = {
     "label-collapse": (f"label_rate_within_bounds on {STG}.is_fraud", "2026-01-11"),
     "unit-change": (f"mean_vs_baseline on {STG}.amount", "2026-01-12"),
     "empty-day": ("source_freshness on source bank.transactions.txn_ts", None),
+    "reused-ids": ("event_key_reused on transactions/2026-01-09.parquet.txn_id", None),
+    "blank-ids": ("event_key_not_blank on transactions/2026-01-10.parquet.txn_id", None),
+    "conflicting-resend": ("event_key_conflict on transactions/2026-01-11.parquet.txn_id", None),
+    "earlier-day-rows": ("partition_owns_day on transactions/2026-01-12.parquet.txn_ts", None),
+    "non-finite-amount": ("finite_values on transactions/2026-01-13.parquet.amount", None),
+    "float32-amount": ("landing_schema on transactions/2026-01-09.parquet.amount", None),
+    "directory-partition": ("landing_file_name on transactions/2026-01-10.parquet", None),
+    "label-flood": (f"label_rate_within_bounds on {STG}.is_fraud", "2026-01-09"),
 }
 
 
@@ -107,8 +135,8 @@ def _world(root: Path, landing: list[Path]) -> Path:
     return root
 
 
-def _run(root: Path) -> Run:
-    result = run_orchestrator("--config", str(root / "pipeline.yml"))
+def _run(root: Path, tz: str | None = None) -> Run:
+    result = run_orchestrator("--config", str(root / "pipeline.yml"), env={"TZ": tz} if tz else None, timeout=900)
     pointer = root / "artifacts" / "registry" / "champion.json"
     with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
         (published,) = con.execute("select count(*) from information_schema.tables "
@@ -116,6 +144,14 @@ def _run(root: Path) -> Run:
         if published:
             (published,) = con.execute("select count(*) from validation.publications").fetchone()
     return Run(root, result, pointer.read_text() if pointer.exists() else "", published)
+
+
+def _deliver(path: Path, folder: Path) -> None:
+    """Put a fault's partition (a file, or the directory named like a partition) into ``folder``."""
+    if path.parent.name.endswith(".parquet"):
+        shutil.copytree(path.parent, folder / path.parent.name)
+    else:
+        shutil.copy(path, folder / path.name)
 
 
 def _generate(folder: Path, fault: Fault | None = None) -> Path:
@@ -147,9 +183,14 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Faults:
         root = top / scenario
         shutil.copytree(baseline.root, root)
         for kind, day in faults.items():
-            shutil.copy(_generate(top / kind, Fault(kind, day)) / "transactions" / f"{day}.parquet",
-                        root / "landing" / "transactions")
-        runs[scenario] = [_run(root)]
+            _deliver(fault_path(_generate(top / kind, Fault(kind, day)), day, kind), root / "landing" / "transactions")
+        runs[scenario] = [_run(root, NON_UTC.get(scenario))]
+    # A correct file whose timestamps carry a zone, ingested by a process in New York: stored as UTC.
+    zoned = top / "zoned"
+    shutil.copytree(baseline.root, zoned)
+    shutil.copy(_generate(top / "zoned-timestamps", Fault("zoned-timestamps", LATE_DAY)) / "transactions" /
+                f"{LATE_DAY}.parquet", zoned / "landing" / "transactions")
+    runs["zoned"] = [_run(zoned, NON_UTC["zoned"])]
     # Then the late day arrives, and the bad days are re-delivered corrected.
     data = top / "data"
     shutil.copy(late_path(_generate(top / "late-partition", Fault("late-partition", LATE_DAY)), LATE_DAY),
@@ -203,6 +244,29 @@ def test_warn_checks_are_reported_and_recorded_without_naming_them_in_the_halt(f
                      "and run_id = {run}") == [("warn", False)]
     ((checks,),) = run.query("select checks from validation.alerts where run_id = {run}")
     assert f"mean_vs_baseline on {STG}.amount" in checks and not [c for c in checks if c.startswith("std_")]
+
+
+@pytest.mark.parametrize("kind", ["misnamed-file", "upper-case-suffix"])
+def test_a_misnamed_data_file_is_a_named_warning_not_ignored(faults: Faults, kind: str) -> None:
+    run = faults.run_with(kind)
+    name = fault_path(Path("landing"), SCENARIOS["files"][kind], kind).name
+    assert run.query("select severity, expected, actual from validation.check_results where check_name = "
+                     f"'landing_file_name' and table_name = 'transactions/{name}' and run_id = {{run}}") == \
+        [("warn", "YYYY-MM-DD.parquet", name)]
+    _assert_nothing_changed(run, faults.baseline)
+
+
+def test_zoned_timestamps_load_as_utc_under_a_non_utc_process_tz(faults: Faults) -> None:
+    (run,) = faults.runs["zoned"]
+    # Every data check passes and the served features equal the warehouse's (hours included); one
+    # more day may still lose the no-regression gate to the champion, which is about the model.
+    assert run.query("select count(*) from validation.check_results where not passed and run_id = {run}") == [(0,)]
+    assert "parity passed on" in run.result.stdout and "stage 'ingest'" not in run.result.stderr, run.output[-3000:]
+    clean = faults.clean / "transactions" / f"{LATE_DAY}.parquet"
+    with duckdb.connect() as con:
+        expected = con.execute("select min(txn_ts), max(txn_ts), count(*) from read_parquet(?)", [str(clean)]).fetchall()
+    assert run.query("select min(txn_ts), max(txn_ts), count(*) from raw.transactions "
+                     f"where filename = '{LATE_DAY}.parquet'") == expected
 
 
 def test_an_empty_day_is_reported_at_ingest_and_halts_on_freshness(faults: Faults) -> None:

@@ -73,3 +73,22 @@ def test_results_and_alerts_are_queryable(tmp_path: Path) -> None:
             ("run1", "landing_schema", "amount", "double", "string", "error", False)]
         assert con.execute("select stage, checks from validation.alerts").fetchall() == [
             ("ingest", ["landing_schema on t/2026-01-01.parquet.amount"])]
+
+
+def test_days_too_small_to_judge_are_recorded_not_judged_never_passed(tmp_path: Path) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema m; create table m.all_small as select * from (values "
+                    "('2026-01-01', 'label_rate', 0.008, 0.01, 0.25, null, null, null::boolean),"
+                    "('2026-01-02', 'label_rate', 0.008, 0.0, 0.25, null, null, null::boolean)"
+                    ") v(segment, metric, expected, actual, threshold, lower_bound, upper_bound, passed);"
+                    "create table m.one_small as select * from (values "
+                    "('2026-01-01', 'label_rate', 0.008, 0.009, 0.25, 0.002, 0.032, true),"
+                    "('2026-01-02', 'label_rate', 0.008, 0.0, 0.25, null, null, null::boolean)"
+                    ") v(segment, metric, expected, actual, threshold, lower_bound, upper_bound, passed)")
+    results = {"results": [{"unique_id": "test.p.metric", "status": "pass", "failures": 0, "relation_name": t}
+                           for t in ("m.all_small", "m.one_small")]}
+    none_judged, one_judged = dbt_results(results, _manifest(), warehouse, "_audit")
+    assert (none_judged.status, none_judged.passed, none_judged.halts) == ("not judged", None, False)
+    assert "2 of 2 days not judged" in none_judged.message
+    assert one_judged.passed is True and "1 of 2 days not judged" in one_judged.message

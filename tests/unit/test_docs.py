@@ -60,3 +60,11 @@ def test_the_fused_docs_list_exactly_what_the_compiler_registry_supports() -> No
     assert listed.group(1).strip() == supported_table(), (
         "docs/fused.md's supported SQL differs from the registry: regenerate it with "
         "python -c \"from training.fused.emitters import supported_table; print(supported_table())\"")
+
+
+def test_the_fault_table_lists_every_fault_kind() -> None:
+    from orchestration.demo_data import FAULTS  # noqa: PLC0415
+
+    table = (REPO / "docs" / "validation.md").read_text().split("## Injected faults", 1)[1]
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", table, re.M))
+    assert listed == set(FAULTS), f"docs/validation.md's fault table: missing {set(FAULTS) - listed}, extra {listed - set(FAULTS)}"

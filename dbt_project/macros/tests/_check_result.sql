@@ -8,7 +8,8 @@
   check_result() turns `relation` (one row per segment, with a `segment` column) into that shape;
   `expected`, `actual`, `lower`, `upper` and `judged` are SQL over the relation's columns. A judged
   row passes when actual lies within the bounds: a missing baseline (null bounds) or a missing
-  actual fails, so nothing passes by accident. An unjudged row passes, its bounds left null.
+  actual fails, so nothing passes by accident. An unjudged row is not judged: passed is null (not
+  a pass, not a failure), its bounds left null.
 -#}
 {% macro check_result(relation, metric, actual, threshold, lower, upper, expected='expected', judged='true') %}
     select
@@ -19,7 +20,7 @@
         threshold,
         lower_bound,
         upper_bound,
-        not is_judged or coalesce(actual between lower_bound and upper_bound, false) as passed
+        case when is_judged then coalesce(actual between lower_bound and upper_bound, false) end as passed
     from (
         select
             cast(segment as varchar) as segment,
