@@ -120,7 +120,7 @@ def test_a_run_killed_at_each_delicate_point_resumes_where_it_stopped(world: Wor
     champion = read_champion(world.registry)
     assert champion is not None and _visible(world.registry / "bundles") == [champion["bundle_id"]]
     statuses = [s for (s,) in world.query("select status from ops.pipeline_runs order by started_at")]
-    assert statuses == ["running"] * 4 + ["succeeded"]  # the killed runs never got to finish their record
+    assert statuses == ["killed"] * 4 + ["succeeded"]  # each killed run is marked killed by the next start
 
 
 def test_a_second_run_with_no_change_skips_every_stage_without_invoking_dbt(world: World) -> None:
@@ -130,10 +130,10 @@ def test_a_second_run_with_no_change_skips_every_stage_without_invoking_dbt(worl
     assert result.returncode == 0, result.stderr
     # The retrain policy reads the champion, which the last run deployed: it re-decides (in
     # milliseconds, without dbt) and holds. Everything else is unchanged.
-    assert _ran(result.stdout) == {"retrain_policy"} and "1 stage(s) ran, 14 skipped" in result.stdout
+    assert _ran(result.stdout) == {"retrain_policy"} and "1 stage(s) ran, 15 skipped" in result.stdout
     assert "[train] skipped: retrain policy holds: " in result.stdout
     again = world.run()
-    assert again.returncode == 0 and "0 stage(s) ran, 14 skipped" in again.stdout
+    assert again.returncode == 0 and "0 stage(s) ran, 15 skipped" in again.stdout
     after = dbt_log.stat()
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)  # dbt never started
     run_id = again.stdout.split(":", 1)[0].removeprefix("run ")

@@ -52,7 +52,7 @@ def test_the_session_bundle_serves_unicode_variants_the_same_on_both_paths(pipel
     for record in raw_records[:10]:
         for field in ("device_type", "channel", "country_code", "merchant_category", "currency_code"):
             for spelling in variants(str(record[field])) + ["\u3000terminal", "İOS", "ıos", "ioſ"]:
-                records.append({**record, field: spelling})
+                records.append({**record, "txn_id": f"{record['txn_id']}-v{len(records)}", field: spelling})
     fused = Predictor.load(pipeline_run.registry, path="fused", record=False)
     sql = Predictor.load(pipeline_run.registry, path="sql", record=False)
     try:
