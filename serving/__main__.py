@@ -1,3 +1,3 @@
-from serving.server import main
+from serving.cli import main
 
 raise SystemExit(main())
