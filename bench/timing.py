@@ -35,12 +35,14 @@ def entity_inputs(bundle: Any, request: Any) -> tuple[dict[str, Any], dict[str, 
     feeds for the fused graph), from the online store beside the bundle's registry (read only)."""
     from serving.entity_state import EntityState  # noqa: PLC0415
     from serving.predictor import default_store_url  # noqa: PLC0415
+    from serving.request import Request  # noqa: PLC0415
     from serving.store import open_store  # noqa: PLC0415
 
     if not bundle.manifest.entity_state:
         return {}, {}
     state = EntityState(bundle.manifest.entity_state, bundle.manifest.input_schema,
                         open_store(default_store_url(bundle.path)))
+    request = Request.of_table(request)
     gathered = state.gather(request)
     events = tuple((bundle.manifest.fused or {}).get("event_inputs", ()))
     return state.tables(request, gathered), state.feeds(gathered, events)

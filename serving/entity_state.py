@@ -22,7 +22,8 @@ import pyarrow as pa
 from serving.bundle import InputField
 from serving.errors import FieldProblem, InputValidationError
 from serving.fused import INT64_NULL, STRING_NULL
-from serving.schema import ROW_ID, arrow_schema
+from serving.request import ROW_ID, Request
+from serving.schema import arrow_schema
 from serving.store import EntitySpec, Events, OnlineStore, RecordOutcome, StoreUnavailable, check_fields
 
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -76,16 +77,18 @@ class EntityState:
             check_fields(self.store, self._unchecked[0])
             self._unchecked.pop(0)
 
-    def distinct(self, request: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
+    def distinct(self, request: Request) -> tuple[np.ndarray, np.ndarray] | None:
         """(first row of each event, each row's event) when the request sends an event twice, else
         None. A re-sent event is one event: scored once, with the same state, counted once. Two
         records with one event key and different values are refused (``InputValidationError``):
         which one is the event cannot be decided, and neither is silently dropped."""
-        keys = list(zip(*(request.column(s.event_key).to_pylist() for s in self.specs)))
+        if request.num_rows == 1:
+            return None
+        keys = list(zip(*(request.values(s.event_key) for s in self.specs)))
         if len(set(keys)) == len(keys):
             return None
         first: dict[tuple[Any, ...], int] = {}
-        rows = request.drop_columns([ROW_ID]).to_pylist()
+        rows = request.table.drop_columns([ROW_ID]).to_pylist()
         problems = []
         for i, k in enumerate(keys):
             j = first.setdefault(k, i)
@@ -99,13 +102,12 @@ class EntityState:
         position = {row: j for j, row in enumerate(order)}
         return np.asarray(order, dtype=np.int64), np.asarray([position[first[k]] for k in keys], dtype=np.int64)
 
-    def gather(self, request: pa.Table) -> list[Gathered]:
+    def gather(self, request: Request) -> list[Gathered]:
         self._check()
         out = []
         for spec in self.specs:
-            raw_keys = request.column(spec.key).to_pylist()
-            keys = [None if k is None else str(k) for k in raw_keys]
-            columns = [request.column(name).to_pylist() for name in spec.stored]
+            keys = [None if k is None else str(k) for k in request.values(spec.key)]
+            columns = [request.values(name) for name in spec.stored]
             times = [_micros(t) for t in columns[1]]
             rows = [(k, t, *rest) for k, t, *rest in zip(columns[0], times, *columns[2:])]
             members: dict[str | None, list[int]] = {}
@@ -136,10 +138,10 @@ class EntityState:
 
     # ---- the SQL path
 
-    def tables(self, request: pa.Table, gathered: list[Gathered]) -> dict[str, pa.Table]:
+    def tables(self, request: Request, gathered: list[Gathered]) -> dict[str, pa.Table]:
         """Each events relation: the held events, then the request's records (first per event key)."""
         out = {}
-        request_columns = {name: request.column(name).to_pylist() for name in request.column_names}
+        request_columns = {name: request.values(name) for name in [*(f.name for f in self._schema), ROW_ID]}
         for g in gathered:
             position = {name: j for j, name in enumerate(g.spec.stored)}
             columns: dict[str, list[Any]] = {f.name: [] for f in self._schema}
@@ -197,24 +199,20 @@ class EntityState:
         return out
 
 
+_PADDING: dict[str, tuple[Any, Any]] = {
+    "string": (STRING_NULL, object), "integer": (INT64_NULL, np.int64), "timestamp": (INT64_NULL, np.int64),
+    "double": (np.nan, np.float64), "boolean": (False, np.bool_),
+}
+"""Each kind's NULL (which also pads) and dtype in the fused graph's encoding."""
+
+
 def _column(values: list[list[Any]], kind: str, width: int) -> np.ndarray:
-    """Padded [N, K] values in the fused graph's encoding (padding is masked out by validity)."""
-    if kind == "string":
-        out = np.full((len(values), width), STRING_NULL, dtype=object)
-        for i, row in enumerate(values):
-            out[i, :len(row)] = [STRING_NULL if v is None else v for v in row]
-        return out
-    if kind in ("integer", "timestamp"):
-        out = np.full((len(values), width), INT64_NULL, dtype=np.int64)
-        for i, row in enumerate(values):
-            out[i, :len(row)] = [INT64_NULL if v is None else v for v in row]
-        return out
-    if kind == "double":
-        out = np.full((len(values), width), np.nan, dtype=np.float64)
-        for i, row in enumerate(values):
-            out[i, :len(row)] = [np.nan if v is None else v for v in row]
-        return out
-    out = np.zeros((len(values), width), dtype=np.bool_)
-    for i, row in enumerate(values):
-        out[i, :len(row)] = [bool(v) for v in row]
-    return out
+    """Padded [N, K] values in the fused graph's encoding (padding is masked out by validity).
+    Built as one padded list per row and one conversion: a row is one entity's few dozen events."""
+    null, dtype = _PADDING[kind]
+    rows = []
+    for row in values:
+        if None in row:
+            row = [null if v is None else v for v in row]
+        rows.append(row + [null] * (width - len(row)))
+    return np.array(rows, dtype=dtype)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from serving.bundle import InputField
+from serving.request import Request
 
 INT64_NULL = np.iinfo(np.int64).min
 STRING_NULL = "\0"
@@ -36,11 +38,14 @@ _EPOCH = dt.datetime(1970, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
-def encode_inputs(request: pa.Table, inputs: Sequence[InputField]) -> dict[str, np.ndarray]:
-    """The fused graph's feeds for a validated request table."""
-    small = request.num_rows <= SMALL_REQUEST_ROWS
-    return {field.name: (_encode_small if small else _encode_column)(request.column(field.name), field)
-            for field in inputs}
+def encode_inputs(request: Request | pa.Table, inputs: Sequence[InputField]) -> dict[str, np.ndarray]:
+    """The fused graph's feeds for a validated request (or request table)."""
+    if isinstance(request, pa.Table):
+        request = Request.of_table(request)
+    if request.has_values or request.num_rows <= SMALL_REQUEST_ROWS:
+        return {field.name: _encode_small(request.values(field.name), field) for field in inputs}
+    table = request.table
+    return {field.name: _encode_column(table.column(field.name), field) for field in inputs}
 
 
 def _encode_column(column: pa.ChunkedArray, field: InputField) -> np.ndarray:
@@ -56,9 +61,8 @@ def _encode_column(column: pa.ChunkedArray, field: InputField) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False).astype(np.bool_)
 
 
-def _encode_small(column: pa.ChunkedArray, field: InputField) -> np.ndarray:
+def _encode_small(values: list[Any], field: InputField) -> np.ndarray:
     """``_encode_column`` for a few rows, value by value (same encoding)."""
-    values = column.to_pylist()
     if field.type == "string":
         return np.array([STRING_NULL if v is None else v for v in values], dtype=object)
     if field.type == "timestamp":  # naive UTC datetimes at microsecond precision, as the table holds them
@@ -85,7 +89,7 @@ class FusedRunner:
             raise ValueError(f"fused model has no {missing} output(s) (outputs: {names}); rebuild the bundle")
         self._outputs = [FEATURES_OUTPUT, UNSURE_OUTPUT, names[-1]]
 
-    def run(self, request: pa.Table, events: dict[str, np.ndarray] | None = None
+    def run(self, request: Request, events: dict[str, np.ndarray] | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(features float32 [N, F], the model's last output, unsure bool [N]) for a validated
         request and its entity events."""

@@ -22,7 +22,8 @@ from serving.fused import FusedRunner
 from serving.store import OnlineStore, RecordOutcome, open_store
 from serving.registry import resolve_bundle_path
 from serving.onnx_scan import check_no_external_data
-from serving.schema import arrow_to_request_table, pandas_to_request_table, records_to_table
+from serving.request import Request
+from serving.schema import arrow_to_request_table, pandas_to_request_table, records_to_request
 
 
 FEATURE_PATHS = ("auto", "sql", "fused")
@@ -204,23 +205,27 @@ class Predictor:
     def model_id(self) -> str:
         return self.bundle.manifest.bundle_id
 
-    def request_table(self, records: Sequence[Mapping[str, Any]] | pa.Table | Any) -> pa.Table:
-        """Validate records (list of dicts, pandas DataFrame or Arrow table) into a request table."""
+    def request(self, records: Sequence[Mapping[str, Any]] | pa.Table | Any) -> Request:
+        """Validate records (list of dicts, pandas DataFrame or Arrow table) into a request."""
         fields = self.manifest.input_schema
         if isinstance(records, pa.Table):
-            return arrow_to_request_table(records, fields)
+            return Request.of_table(arrow_to_request_table(records, fields))
         if hasattr(records, "to_dict") and hasattr(records, "columns"):  # pandas, without importing it
-            return pandas_to_request_table(records, fields)
+            return Request.of_table(pandas_to_request_table(records, fields))
         if isinstance(records, Mapping):
             records = [records]
-        return records_to_table(records, fields)
+        return records_to_request(records, fields)
+
+    def request_table(self, records: Sequence[Mapping[str, Any]] | pa.Table | Any) -> pa.Table:
+        """``request`` as the request table (``serving.schema``)."""
+        return self.request(records).table
 
     def features(self, records: Sequence[Mapping[str, Any]] | pa.Table | Any) -> pa.Table:
         """The feature rows the SQL path computes for ``records`` (for parity checks and debugging);
         reads entity state, records nothing."""
-        request = self.request_table(records)
+        request = self.request(records)
         gathered = self._state.gather(request) if self._state else []
-        return self._engine.features_table(request, self._state.tables(request, gathered) if self._state else None)
+        return self._engine.features_table(request.table, self._state.tables(request, gathered) if self._state else None)
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """The task's scores (see ``Predictions.scores``) for an already-computed float32 feature matrix."""
@@ -229,13 +234,15 @@ class Predictor:
     def predict(self, records: Sequence[Mapping[str, Any]] | pa.Table | Any, record: bool | None = None) -> Predictions:
         """Validate, compute features (entity state from the store), score, and record the
         records as events in the store unless ``record`` (default: the predictor's) says not to."""
-        return self.predict_request(self.request_table(records), record)
+        return self.predict_request(self.request(records), record)
 
-    def predict_request(self, request: pa.Table, record: bool | None = None) -> Predictions:
-        """Score a request table already built by ``request_table`` (or by ``serving.schema``)."""
+    def predict_request(self, request: Request | pa.Table, record: bool | None = None) -> Predictions:
+        """Score a request already built by ``request`` (or a request table, ``serving.schema``)."""
+        if isinstance(request, pa.Table):
+            request = Request.of_table(request)
         if self._state is not None and (distinct := self._state.distinct(request)) is not None:
             rows, inverse = distinct  # an event sent twice is scored once, as one event
-            once = self.predict_request(request.take(pa.array(rows)), record)
+            once = self.predict_request(request.take(rows), record)
             return Predictions(once.model_id, once.task, once.scores[inverse],
                                None if once.labels is None else once.labels[inverse], once.classes, once.recorded,
                                None if once.features is None else once.features[inverse], once.fallback_rows)
@@ -267,11 +274,11 @@ class Predictor:
         return Predictions(self.model_id, task, scores, labels, classes if task == "multiclass" else None, outcome,
                            features, fallback)
 
-    def _sql_matrix(self, rows: pa.Table, request: pa.Table, gathered: list[Gathered]) -> np.ndarray:
+    def _sql_matrix(self, rows: Request, request: Request, gathered: list[Gathered]) -> np.ndarray:
         """SQL-path features of ``rows`` (all of ``request`` or some of them); every record of the
         request is among the events, since each one is state for the later ones."""
         relations = self._state.tables(request, gathered) if self._state else None
-        return self._engine.feature_matrix(self._engine.features_table(rows, relations))
+        return self._engine.feature_matrix(self._engine.features_table(rows.table, relations))
 
     def close(self) -> None:
         """Release the feature database and the store. Call only once no thread is still predicting."""

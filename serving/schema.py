@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from serving.bundle import InputField
 from serving.errors import FieldProblem, InputValidationError
+from serving.request import ROW_ID, Request
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
@@ -35,7 +36,6 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "boolean": pa.bool_(),
     "timestamp": pa.timestamp("us"),
 }
-ROW_ID = "__row_id"
 EMPTY_BATCH = "the batch is empty; send at least one record"
 _MISSING = object()
 _SMALL_BATCH = 16
@@ -56,7 +56,18 @@ _ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:
 
 
 def arrow_schema(fields: Sequence[InputField]) -> pa.Schema:
+    return _arrow_schema(tuple(fields))
+
+
+@functools.lru_cache(maxsize=8)
+def _arrow_schema(fields: tuple[InputField, ...]) -> pa.Schema:
     return pa.schema([pa.field(f.name, ARROW_TYPES[f.type], nullable=f.nullable) for f in fields])
+
+
+@functools.lru_cache(maxsize=8)
+def _request_schema(fields: tuple[InputField, ...]) -> pa.Schema:
+    """The request table's fields (nullability is checked value by value, not declared)."""
+    return pa.schema([pa.field(f.name, ARROW_TYPES[f.type]) for f in fields])
 
 
 def _type_name(value: Any) -> str:
@@ -208,26 +219,32 @@ def records_to_table(records: Iterable[Mapping[str, Any]], fields: Sequence[Inpu
 
     Raises ``InputValidationError`` listing every missing, unexpected or mistyped field.
     """
+    return records_to_request(records, fields).table
+
+
+def records_to_request(records: Iterable[Mapping[str, Any]], fields: Sequence[InputField]) -> Request:
+    """``records_to_table`` as a ``Request``: a few plain records stay Python values (no Arrow
+    until a step asks for it), more become the Arrow table."""
     records = list(records)
     if not records:
         raise InputValidationError([FieldProblem(0, "records", EMPTY_BATCH)])
     small = len(records) <= _SMALL_BATCH  # Arrow's vectorised checks cost more than they save here
     columns = None if small else _plain_columns(records, [f.name for f in fields])
     if columns is not None:
-        return _columns_table(columns, fields, len(records))
+        return Request.of_table(_columns_table(columns, fields, len(records)))
     problems = _shape_problems(records, frozenset(f.name for f in fields))
     # JSON gives plain dicts, and once every record has exactly the schema's keys a column is a
     # plain item lookup; the general form (any Mapping, missing keys) is for everything else.
     plain = not problems and all(type(r) is dict for r in records)
     if plain and small:
-        table = _small_table(records, tuple(fields), problems)
-        if table is not None:
-            return table
+        checked = _checked_columns([[r[f.name] for r in records] for f in fields], fields, problems)
+        if checked is not None:
+            return Request.of_columns(checked, _request_schema(tuple(fields)))
         problems.sort(key=lambda p: p.record)
         raise InputValidationError(problems)
     columns = [[r[f.name] for r in records] if plain else
                [r.get(f.name, _MISSING) if isinstance(r, Mapping) else _MISSING for r in records] for f in fields]
-    return _columns_table(columns, fields, len(records), fast=not small, problems=problems)
+    return Request.of_table(_columns_table(columns, fields, len(records), fast=not small, problems=problems))
 
 
 def _plain_columns(records: list[Any], names: list[str]) -> list[list[Any]] | None:
@@ -262,26 +279,20 @@ def _columns_table(columns: list[list[Any]], fields: Sequence[InputField], rows:
     return pa.Table.from_arrays(arrays, names=[*(f.name for f in fields), ROW_ID])
 
 
-def _small_table(records: list[dict[str, Any]], fields: tuple[InputField, ...],
-                 problems: list[FieldProblem]) -> pa.Table | None:
-    """A few records with exactly the schema's keys: checked value by value (as ``_slow_column``),
-    then converted by Arrow in one call rather than one per column; None when a value is refused."""
-    rows = []
-    for i, record in enumerate(records):
-        row: dict[str, Any] = {ROW_ID: i}
-        for f in fields:
-            row[f.name], problem = _check_value(record[f.name], f)
+def _checked_columns(columns: list[list[Any]], fields: Sequence[InputField],
+                     problems: list[FieldProblem]) -> dict[str, list[Any]] | None:
+    """A few records' columns checked value by value (as ``_slow_column``) into validated
+    Python values; None when a value is refused (its problem added to ``problems``)."""
+    out: dict[str, list[Any]] = {}
+    for values, f in zip(columns, fields):
+        converted = []
+        for i, value in enumerate(values):
+            checked, problem = _check_value(value, f)
             if problem:
                 problems.append(FieldProblem(i, f.name, problem))
-        rows.append(row)
-    if problems:
-        return None
-    return pa.Table.from_batches([pa.RecordBatch.from_struct_array(pa.array(rows, type=_request_struct(fields)))])
-
-
-@functools.lru_cache(maxsize=8)
-def _request_struct(fields: tuple[InputField, ...]) -> pa.StructType:
-    return pa.struct([*(pa.field(f.name, ARROW_TYPES[f.type]) for f in fields), pa.field(ROW_ID, pa.int64())])
+            converted.append(checked)
+        out[f.name] = converted
+    return None if problems else out
 
 
 def _compatible(col_type: pa.DataType, field: InputField) -> bool:
@@ -381,14 +392,18 @@ class BatchBodyDecoder:
         self._encoder = msgspec.json.Encoder()
         self._getters = [attrgetter(f.name) for f in self._fields]
 
-    def decode(self, raw: bytes, max_records: int) -> tuple[pa.Table, bytes] | None:
-        """(request table, the records as a JSON array) for a plainly valid batch body, else None."""
+    def decode(self, raw: bytes, max_records: int) -> tuple[Request, bytes] | None:
+        """(request, the records as a JSON array) for a plainly valid batch body, else None."""
         try:
             records = self._decoder.decode(raw).records
         except msgspec.DecodeError:  # invalid JSON, or not this schema's batch (ValidationError too)
             return None
         if not 0 < len(records) <= max_records:
             return None
+        if len(records) <= _SMALL_BATCH:  # a few records: checked value by value, no Arrow yet
+            checked = _checked_columns([list(map(g, records)) for g in self._getters], self._fields, [])
+            return None if checked is None else (Request.of_columns(checked, _request_schema(self._fields)),
+                                                 self._encoder.encode(records))
         arrays = []
         for getter, field in zip(self._getters, self._fields):
             array = _typed_column(list(map(getter, records)), field)
@@ -397,4 +412,4 @@ class BatchBodyDecoder:
             arrays.append(array)
         arrays.append(pa.array(np.arange(len(records), dtype=np.int64)))
         table = pa.Table.from_arrays(arrays, names=[*(f.name for f in self._fields), ROW_ID])
-        return table, self._encoder.encode(records)
+        return Request.of_table(table), self._encoder.encode(records)

@@ -17,15 +17,12 @@ import queue
 import threading
 from dataclasses import dataclass
 
-import numpy as np
-import pyarrow as pa
-
 from serving.errors import FeatureComputationError, InputValidationError
 from serving.metrics import ServerMetrics
 from serving.prediction_log import PredictionLog, encode_log_line
 from serving.predictor import Predictions
 from serving.reload import ModelHolder
-from serving.schema import ROW_ID
+from serving.request import Request
 
 
 class PredictionLogFailed(OSError):
@@ -34,7 +31,7 @@ class PredictionLogFailed(OSError):
 
 @dataclass
 class _Job:
-    request: pa.Table
+    request: Request
     records: bytes
     """The request's records as a JSON array, as the prediction log writes them."""
     request_id: str
@@ -54,14 +51,6 @@ def _resolve(future: asyncio.Future[Predictions] | None, result: Predictions | B
         future.set_exception(result)
     else:
         future.set_result(result)
-
-
-def _merged(jobs: list[_Job]) -> pa.Table:
-    if len(jobs) == 1:
-        return jobs[0].request
-    table = pa.concat_tables([j.request for j in jobs])
-    index = table.schema.get_field_index(ROW_ID)
-    return table.set_column(index, ROW_ID, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
 class BatchingScorer:
@@ -86,7 +75,7 @@ class BatchingScorer:
         for t in self._threads:
             t.join(timeout=30)
 
-    async def score(self, request: pa.Table, records: bytes, request_id: str, record: bool = True,
+    async def score(self, request: Request, records: bytes, request_id: str, record: bool = True,
                     key_id: str | None = None) -> Predictions:
         """Score and log one validated request (``records``: its records as a JSON array, see
         ``serving.prediction_log.records_json``); raises what scoring or logging raised."""
@@ -135,7 +124,7 @@ class BatchingScorer:
     def _score(self, jobs: list[_Job]) -> list[Predictions | BaseException]:
         try:
             with self._holder.lease() as predictor:
-                scored = predictor.predict_request(_merged(jobs), record=jobs[0].record)
+                scored = predictor.predict_request(Request.concat([j.request for j in jobs]), record=jobs[0].record)
         except (InputValidationError, FeatureComputationError) as exc:
             if len(jobs) == 1:
                 return [exc]

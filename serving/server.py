@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +36,7 @@ from serving.metrics import CONTENT_TYPE, ServerMetrics
 from serving.prediction_log import PredictionLog, PredictionLogOptions, records_json
 from serving.predictor import default_store_url
 from serving.registry import resolve_bundle_path
+from serving.request import Request as ScoringRequest
 from serving.store import StoreSchemaError, StoreUnavailable, open_store
 from serving.reload import ChampionWatcher, ModelHolder, load_warm
 from serving.schema import BatchBodyDecoder
@@ -283,8 +283,8 @@ def _records_of(body: Any) -> tuple[list[Any], bool] | tuple[int, bytes, list[tu
 class _Validated:
     """A /predict body that passed validation."""
 
-    table: pa.Table
-    """The request table (``serving.schema``)."""
+    request: ScoringRequest
+    """The validated records (``serving.request``)."""
     records: bytes
     """The records as a JSON array, for the prediction log."""
     single: bool
@@ -443,7 +443,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             metrics.count_error("too_many_records")
             return _error_bytes(413, f"batch of {len(records)} records is over the {settings.max_records} record limit")
         try:
-            table = holder.current.request_table(records)
+            table = holder.current.request(records)
         except InputValidationError as exc:
             metrics.count_error("invalid_input")
             return _error_bytes(422, str(exc), [p.__dict__ for p in exc.problems])
@@ -461,7 +461,7 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             return request
         request_id = given_request_id if _REQUEST_ID.fullmatch(given_request_id) else uuid.uuid4().hex
         try:
-            result = await state["scorer"].score(request.table, request.records, request_id,
+            result = await state["scorer"].score(request.request, request.records, request_id,
                                                  settings.record and grant.record, grant.key_id)
         except FeatureComputationError as exc:
             metrics.count_error("invalid_input")

@@ -21,6 +21,7 @@ from serving.entity_state import EntityState
 from serving.errors import FeatureComputationError
 from serving.predictor import ModelScorer, _session
 from serving.store import OnlineStore
+from serving.request import Request
 from serving.schema import arrow_to_request_table
 
 FEATURE_RTOL = 1e-6
@@ -73,14 +74,14 @@ def _both_paths(bundle: Bundle, runner: FusedRunner, batches: list[tuple[pa.Tabl
     requests = []
     try:
         for raw, record in batches:
-            request = arrow_to_request_table(raw, m.input_schema)
+            request = Request.of_table(arrow_to_request_table(raw, m.input_schema))
             if state is not None and (distinct := state.distinct(request)) is not None:
-                request = request.take(pa.array(distinct[0]))  # a re-sent event is scored once, as Predictor does
+                request = request.take(distinct[0])  # a re-sent event is scored once, as Predictor does
             gathered = state.gather(request) if state else []
             feeds = state.feeds(gathered, runner.event_inputs) if state else {}
             fused_matrix, output, unsure = runner.run(request, feeds)
             relations = state.tables(request, gathered) if state else None
-            sql_matrix = _sql_features(engine, request, relations, len(m.feature_names))
+            sql_matrix = _sql_features(engine, request.table, relations, len(m.feature_names))
             # DuckDB raises for the request: the fused graph must send some row to the SQL path,
             # which then answers the request with DuckDB's error, as the SQL path alone would.
             errors = np.full(request.num_rows, sql_matrix is None and not unsure.any(), dtype=bool)
@@ -90,7 +91,7 @@ def _both_paths(bundle: Bundle, runner: FusedRunner, batches: list[tuple[pa.Tabl
             if state is not None and record:
                 state.record(gathered)
             out.append((fused_matrix, output, unsure, sql_matrix, errors))
-            requests.append(request)
+            requests.append(request.table)
     finally:
         engine.close()
     parts = list(zip(*out))

@@ -3,6 +3,11 @@
 ``Events`` holds one entity's events: ``keys`` (event keys), ``times`` (int64 microseconds) and
 one list per field. ``compact`` drops events older than the window before the newest one (plus a
 slack for late events), except those a keep rule names. Both stores (LMDB, Redis) use these.
+
+Compaction runs at most once per ``COMPACT_EVERY_US`` of an entity's time (the events remember
+when, ``compacted_to``): the kept old events would otherwise make every write-through scan all
+events again. Holding a few more events than needed never changes a state, since the state SQL
+reads its windows itself; it only costs their bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from serving.store.spec import EntitySpec
 
 SLACK_US = 86_400_000_000
 """Late events up to a day behind the entity's newest one still see their whole window."""
+COMPACT_EVERY_US = 86_400_000_000
+"""An entity is compacted again once its cutoff has moved this far (a day) since the last time."""
 
 
 @dataclass
@@ -25,6 +32,8 @@ class Events:
     keys: list[Any] = field(default_factory=list)
     times: list[int] = field(default_factory=list)
     fields: list[list[Any]] = field(default_factory=list)
+    compacted_to: int | None = None
+    """The cutoff of the last compaction (None: not known to have been compacted)."""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -38,10 +47,13 @@ class Events:
         if not data:
             return cls.empty(spec)
         keys, times, *columns = orjson.loads(data)
-        return cls(keys, times, columns)
+        mark = columns.pop() if len(columns) > len(spec.fields) else None  # written since compaction marks
+        return cls(keys, times, columns, mark)
 
     def encode(self) -> bytes:
-        return orjson.dumps([self.keys, self.times, *self.fields])
+        if self.compacted_to is None:
+            return orjson.dumps([self.keys, self.times, *self.fields])
+        return orjson.dumps([self.keys, self.times, *self.fields, self.compacted_to])
 
     def column(self, position: int) -> list[Any]:
         """The values of ``spec.stored[position]``: 0 the event keys, 1 the times, then the fields."""
@@ -58,7 +70,7 @@ class Events:
 
     def take(self, indices: list[int]) -> Events:
         return Events([self.keys[i] for i in indices], [self.times[i] for i in indices],
-                      [[c[i] for i in indices] for c in self.fields])
+                      [[c[i] for i in indices] for c in self.fields], self.compacted_to)
 
     def newest(self) -> int | None:
         return max(self.times) if self.times else None
@@ -68,15 +80,23 @@ def merge(current: Events, rows: list[tuple[Any, ...]], *, replace: bool) -> tup
     """``current`` plus ``rows`` (event key, time, fields...); an event already held by key is
     kept as it is, or replaced by the new row with ``replace`` (landed data corrects served).
     Returns the events and how many rows were new or changed."""
-    position = {str(k): i for i, k in enumerate(current.keys)}
     changed = 0
+    if not replace:  # write-through: only whether a key is held matters, one set lookup per row
+        held = set(map(str, current.keys))
+        for row in rows:
+            if (key := str(row[0])) not in held:
+                held.add(key)
+                current.append(row)
+                changed += 1
+        return current, changed
+    position = {str(k): i for i, k in enumerate(current.keys)}
     for row in rows:
         at = position.get(str(row[0]))
         if at is None:
             position[str(row[0])] = len(current)
             current.append(row)
             changed += 1
-        elif replace and current.row(at) != row:
+        elif current.row(at) != row:
             current.times[at] = row[1]
             for column, value in zip(current.fields, row[2:]):
                 column[at] = value
@@ -90,9 +110,12 @@ def compact(events: Events, spec: EntitySpec) -> Events:
     if newest is None:
         return events
     cutoff = newest - spec.window_us - SLACK_US
-    old = [i for i, t in enumerate(events.times) if t < cutoff]
-    if not old:
+    if events.compacted_to is not None and cutoff - events.compacted_to < COMPACT_EVERY_US:
         return events
+    if min(events.times) >= cutoff:
+        events.compacted_to = cutoff
+        return events
+    old = [i for i, t in enumerate(events.times) if t < cutoff]
     kept = set(i for i, t in enumerate(events.times) if t >= cutoff)
     index = {name: j for j, name in enumerate(spec.fields)}
     for rule in spec.keep:
@@ -104,4 +127,6 @@ def compact(events: Events, spec: EntitySpec) -> Events:
                     events.times[i] == events.times[latest[value]] and str(events.keys[i]) > str(events.keys[latest[value]])):
                 latest[value] = i
         kept.update(latest.values())
-    return events.take(sorted(kept))
+    out = events.take(sorted(kept))
+    out.compacted_to = cutoff
+    return out

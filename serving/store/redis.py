@@ -19,8 +19,14 @@ from serving.store.events import Events, compact, merge
 from serving.store.spec import EntitySpec
 
 
+MARK_FIELD = b"\xff"
+"""The hash field holding the entity's ``compacted_to``: no event key's UTF-8 text is this byte."""
+
+
 def _decode(mapping: dict[bytes, bytes], spec: EntitySpec) -> Events:
     events = Events.empty(spec)
+    if (mark := mapping.pop(MARK_FIELD, None)) is not None:
+        events.compacted_to = int(mark)
     for value in mapping.values():
         key, time, *fields = orjson.loads(value)
         events.append((key, time, *fields))
@@ -78,8 +84,11 @@ class RedisStore:
                 recorded, duplicates = recorded + changed, duplicates + len(rows_of_key) - changed
                 if not changed:
                     continue
+                marked = events.compacted_to
                 kept = compact(events, spec)
                 name = self._key(spec, key)
+                if kept.compacted_to != marked:
+                    writes.hset(name, MARK_FIELD, str(kept.compacted_to))
                 # HSETNX keeps a copy another server wrote meanwhile; a replacing write overwrites it.
                 for i in range(len(kept)):
                     row = kept.row(i)

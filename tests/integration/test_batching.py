@@ -24,11 +24,11 @@ def test_an_event_another_request_sends_with_other_values_fails_only_that_reques
         first = {**raw_records[0], "txn_id": "batched-1"}
         other = {**raw_records[1], "txn_id": "batched-2"}
         conflicting = {**first, "amount": first["amount"] + 1}  # the first request's event, other values
-        jobs = [_Job(predictor.request_table([r]), orjson.dumps([r]), f"req-{i}", loop, None, False)
+        jobs = [_Job(predictor.request([r]), orjson.dumps([r]), f"req-{i}", loop, None, False)
                 for i, r in enumerate((first, other, conflicting))]
         results = scorer._score(jobs)
         alone = [predictor.predict([r]).scores[0] for r in (first, other, conflicting)]
-        together = _Job(predictor.request_table([first, conflicting]), orjson.dumps([first, conflicting]), "req-3",
+        together = _Job(predictor.request([first, conflicting]), orjson.dumps([first, conflicting]), "req-3",
                         loop, None, False)
         (refused,) = scorer._score([together])
     finally:

@@ -59,6 +59,23 @@ def test_old_events_are_dropped_except_what_the_unbounded_aggregates_need(store)
     assert sorted(held.keys) == ["new", "old2", "old3", "old4"]
 
 
+def test_compaction_runs_once_a_day_of_entity_time_and_its_mark_is_kept(store) -> None:
+    rows = [("u1", (f"old{i}", i * DAY, 1.0, "US")) for i in range(3)] + [("u1", ("new", 100 * DAY, 1.0, "FR"))]
+    store.record(SPEC, rows, check=False)
+    held = store.read(SPEC, ["u1"])["u1"]
+    cutoff = 100 * DAY - 31 * DAY
+    assert sorted(held.keys) == ["new", "old2"] and held.compacted_to == cutoff  # the mark survives the store
+    # An hour on, old2 is no older than before: nothing is scanned, and nothing held is lost.
+    store.record(SPEC, [("u1", ("later", 100 * DAY + DAY // 24, 1.0, "FR"))])
+    held = store.read(SPEC, ["u1"])["u1"]
+    assert sorted(held.keys) == ["later", "new", "old2"] and held.compacted_to == cutoff
+    # Once the cutoff has moved a day or more, the next write compacts again: "new" goes, "later"
+    # stays as the latest in FR (and of all old events), old2 as the latest in US.
+    store.record(SPEC, [("u1", ("next", 132 * DAY, 1.0, "FR"))], check=False)
+    held = store.read(SPEC, ["u1"])["u1"]
+    assert sorted(held.keys) == ["later", "next", "old2"] and held.compacted_to == 132 * DAY - 31 * DAY
+
+
 def test_stale_and_implausible_events_are_counted_not_recorded(store) -> None:
     store.record(SPEC, [("u1", ("t1", 100 * DAY, 1.0, "US"))])
     outcome = store.record(SPEC, [("u1", ("stale", 60 * DAY, 1.0, "US")),       # older than the window

@@ -233,7 +233,7 @@ def _agrees_with_the_general_path(raw: bytes, max_records: int = 10_000) -> bool
     general = _general_path(raw, max_records)
     assert general is not None, raw
     table, records = general
-    assert fast[0].equals(table.combine_chunks()), raw
+    assert fast[0].table.combine_chunks().equals(table.combine_chunks()), raw
     assert _typed(json.loads(fast[1])) == _typed(records), raw
     return True
 
@@ -264,14 +264,19 @@ def test_the_body_decoder_takes_plain_batches_and_leaves_the_rest_to_the_general
     declined = [
         _body([]), _body(rows, indent=None)[:-1], good.replace('"records"', '"records": [], "x"'),
         good.replace('"amount": 3', '"amount": true'), good.replace('"amount": 3', '"amount": NaN'),
-        good.replace('"amount": 3', '"amount": 1e999'), good.replace('"amount": 3', '"amount": 123456789012345678901234'),
+        good.replace('"amount": 3', '"amount": 1e999'),
         good.replace('"id": "a"', '"id": "a\\u0000b"'), good.replace('"id": "a"', '"id": "\\ud800"'),
         good.replace('"id": "a"', '"id": null'), good.replace('"id": "a", ', ''), good.replace('"id": "a"', '"id": "a", "x": 1'),
         good.replace('"count": 2', '"count": 2.0'), good.replace('"count": 2', '"count": 9223372036854775808'),
-        good.replace('"at": "2026-03-29T01:30:00Z"', '"at": "2026-03-29"'), "\ufeff" + good, '{"records": [1]}',
+        "\ufeff" + good, '{"records": [1]}',
     ]
     for raw in declined:
         assert not _agrees_with_the_general_path(raw.encode() if isinstance(raw, str) else raw), raw
+    # Valid, but not in the forms Arrow's vectorised checks take: a few records are checked value
+    # by value (the general path's own checks), a larger batch is left to the general path.
+    for odd in ({**GOOD, "amount": 123456789012345678901234}, {**GOOD, "at": "2026-03-29"}):
+        assert _agrees_with_the_general_path(_body([odd]))
+        assert not _agrees_with_the_general_path(_body([odd] * 20))
     assert not _agrees_with_the_general_path(_body(rows), max_records=49)  # over the limit: the 413 is the general path's
     # A repeated key counts once, its last value, as every JSON parser here reads it.
     assert _agrees_with_the_general_path(good.replace('"id": "a"', '"id": "z", "id": "a"').encode())
