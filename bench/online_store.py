@@ -68,7 +68,7 @@ class SqliteStore:
         return out
 
     def record(self, spec: EntitySpec, rows: Iterable[tuple[str, tuple[Any, ...]]], *, replace: bool = False,
-               check: bool = True) -> RecordOutcome:
+               check: bool = True, read: dict[str, Events] | None = None) -> RecordOutcome:
         by_key: dict[str, list[tuple[Any, ...]]] = {}
         for key, row in rows:
             by_key.setdefault(key, []).append(row)

@@ -53,6 +53,8 @@ class Gathered:
     """Each record as an event: (event key, time in microseconds, fields...)."""
     held: dict[str, Events]
     """The store's events per key, without those the request re-sends."""
+    read: dict[str, Events]
+    """The store's events per key, as read."""
     members: dict[str | None, list[int]]
     """The request's records per key."""
 
@@ -114,12 +116,13 @@ class EntityState:
             for i, k in enumerate(keys):
                 members.setdefault(k, []).append(i)
             wanted = [k for k in members if k is not None]
-            held = self.store.read(spec, wanted) if wanted else {}
+            read = self.store.read(spec, wanted) if wanted else {}
+            held = dict(read)
             resent = {r[0] for r in rows}  # event keys as typed: the store holds them as the request sends them
             for k, events in held.items():
                 if not resent.isdisjoint(events.keys):
                     held[k] = events.take([i for i, e in enumerate(events.keys) if e not in resent])
-            out.append(Gathered(spec, keys, rows, held, members))
+            out.append(Gathered(spec, keys, rows, held, read, members))
         return out
 
     def record(self, gathered: list[Gathered]) -> RecordOutcome:
@@ -133,7 +136,7 @@ class EntityState:
                     continue
                 seen.add(str(row[0]))
                 rows.append((key, row))
-            outcome = outcome + self.store.record(g.spec, rows)
+            outcome = outcome + self.store.record(g.spec, rows, read=g.read)
         return outcome
 
     # ---- the SQL path

@@ -54,9 +54,12 @@ class OnlineStore(Protocol):
         """The events held for each key (missing keys: none)."""
 
     def record(self, spec: EntitySpec, rows: Iterable[tuple[str, tuple[Any, ...]]], *, replace: bool = False,
-               check: bool = True) -> RecordOutcome:
+               check: bool = True, read: dict[str, Events] | None = None) -> RecordOutcome:
         """Record ``(key, (event key, time, fields...))`` rows, idempotent by event key. ``replace``:
-        rows replace held copies (materialize). ``check``: refuse stale and implausible events."""
+        rows replace held copies (materialize). ``check``: refuse stale and implausible events.
+        ``read``: these keys' events as ``read`` gave them moments ago (write-through after
+        scoring); a store that pays a round trip per read may record against them instead of
+        reading again. The writes stay idempotent by event key either way."""
 
     def meta(self, name: str) -> Any:
         """A value the store keeps about itself (materialized partitions, fields per entity)."""

@@ -10,7 +10,7 @@ does not fsync every commit (``sync=False``), so a power cut can lose the last m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 import threading
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,8 @@ class EmbeddedStore:
             raise StoreUnavailable(f"the embedded online store {self.url} cannot be read: {exc}") from exc
 
     def record(self, spec: EntitySpec, rows: Iterable[tuple[str, tuple[Any, ...]]], *, replace: bool = False,
-               check: bool = True) -> RecordOutcome:
+               check: bool = True, read: dict[str, Events] | None = None) -> RecordOutcome:
+        del read  # a local transaction reads again for nothing, and sees every other writer's events
         by_key: dict[str, list[tuple[Any, ...]]] = {}
         for key, row in rows:
             by_key.setdefault(key, []).append(row)
@@ -104,6 +105,17 @@ class EmbeddedStore:
         except lmdb.Error as exc:
             raise StoreUnavailable(f"the embedded online store {self.url} cannot be written: {exc}") from exc
         return RecordOutcome(recorded, duplicates, stale, implausible)
+
+    def scan(self, spec: EntitySpec) -> Iterator[tuple[str, Events]]:
+        """Every key of ``spec``'s entity with its events (to copy a store into another)."""
+        prefix = self._key(spec, "")
+        with self._env.begin(db=self._events) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    yield key[len(prefix):].decode(), Events.decode(value, spec)
 
     def meta(self, name: str) -> Any:
         with self._env.begin(db=self._meta) as txn:

@@ -68,6 +68,9 @@ class Events:
         for column, value in zip(self.fields, row[2:]):
             column.append(value)
 
+    def copy(self) -> Events:
+        return Events(list(self.keys), list(self.times), [list(c) for c in self.fields], self.compacted_to)
+
     def take(self, indices: list[int]) -> Events:
         return Events([self.keys[i] for i in indices], [self.times[i] for i in indices],
                       [[c[i] for i in indices] for c in self.fields], self.compacted_to)

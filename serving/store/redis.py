@@ -1,6 +1,7 @@
 """The Redis online store: one hash per entity key (event key -> the event), shared by servers on
-several machines. Reads are one round trip for a request's entities; a record is two (the held
-events, for compaction and the checks, then the writes), pipelined.
+several machines. Reads are one round trip for a request's entities (with the store's newest
+event time); a write-through after scoring is one more (the writes, judged against the events
+the request just read); any other record is two (the held events, then the writes), pipelined.
 
 Redis persists according to its own configuration (AOF ``appendfsync everysec`` by default in
 its packaged config is not assumed): acknowledged writes survive a server process kill, since
@@ -44,36 +45,49 @@ class RedisStore:
         self._prefix = prefix
         self._redis = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        self._newest: dict[str, int | None] = {}
+        """The store's newest event time per entity, as the last read saw it."""
 
     def _key(self, spec: EntitySpec, key: str) -> str:
         return f"{self._prefix}:{spec.name}:{key}"
 
+    def _newest_name(self, spec: EntitySpec) -> str:
+        return f"{self._prefix}:meta:newest:{spec.name}"
+
     def read(self, spec: EntitySpec, keys: Sequence[str]) -> dict[str, Events]:
         try:
             pipe = self._redis.pipeline(transaction=False)
+            pipe.get(self._newest_name(spec))
             for k in keys:
                 pipe.hgetall(self._key(spec, k))
-            found = pipe.execute()
+            newest_raw, *found = pipe.execute()
         except self._errors as exc:
             raise StoreUnavailable(f"the Redis online store {self.url} is unreachable: {exc}") from exc
+        self._newest[spec.name] = None if newest_raw is None else int(newest_raw)
         return {k: _decode(m, spec) for k, m in zip(keys, found)}
 
     def record(self, spec: EntitySpec, rows: Iterable[tuple[str, tuple[Any, ...]]], *, replace: bool = False,
-               check: bool = True) -> RecordOutcome:
+               check: bool = True, read: dict[str, Events] | None = None) -> RecordOutcome:
         by_key: dict[str, list[tuple[Any, ...]]] = {}
         for key, row in rows:
             by_key.setdefault(key, []).append(row)
         if not by_key:
             return RecordOutcome()
-        newest_name = f"{self._prefix}:meta:newest:{spec.name}"
+        newest_name = self._newest_name(spec)
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.get(newest_name)
-            for key in by_key:
-                pipe.hgetall(self._key(spec, key))
-            newest_raw, *held_maps = pipe.execute()
-            newest_known = None if newest_raw is None else int(newest_raw)
-            held = {key: _decode(mapping, spec) for key, mapping in zip(by_key, held_maps)}
+            if read is not None and spec.name in self._newest and all(key in read for key in by_key):
+                # Judged against what the request read: another server's events written since
+                # are kept by HSETNX, and compacted away only by a later write.
+                newest_known = self._newest[spec.name]
+                held = {key: read[key].copy() for key in by_key}
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.get(newest_name)
+                for key in by_key:
+                    pipe.hgetall(self._key(spec, key))
+                newest_raw, *held_maps = pipe.execute()
+                newest_known = None if newest_raw is None else int(newest_raw)
+                held = {key: _decode(mapping, spec) for key, mapping in zip(by_key, held_maps)}
             before = {key: {str(k) for k in events.keys} for key, events in held.items()}
             accepted, stale, implausible = admit(held, by_key, newest_known, spec, self._skew_us) if check \
                 else (by_key, 0, 0)
@@ -99,6 +113,7 @@ class RedisStore:
                 newest_after = max(t for t in (newest_after, events.newest()) if t is not None)
             if newest_after is not None and newest_after != newest_known:
                 writes.set(newest_name, str(newest_after))
+                self._newest[spec.name] = newest_after
             writes.execute()
         except self._errors as exc:
             raise StoreUnavailable(f"the Redis online store {self.url} is unreachable: {exc}") from exc
