@@ -1,7 +1,7 @@
-"""A second dataset with another schema, label, task (regression) and entity (a courier, keyed by
-an integer), adapted with dbt files and config only: the whole DAG runs through to served
-predictions, and a new day served live, one record at a time, is scored on exactly the features
-the warehouse computes point in time once that day has landed."""
+"""A second dataset with another schema, label, task (regression) and two entities (a courier,
+keyed by an integer, and a restaurant, keyed by text), adapted with dbt files and config only: the
+whole DAG runs through to served predictions, and a new day served live, one record at a time, is
+scored on exactly the features the warehouse computes point in time once that day has landed."""
 
 from __future__ import annotations
 
@@ -35,11 +35,14 @@ COURIERS = np.arange(101, 141)
 """Forty couriers, about six deliveries each a day: every delivery has state from earlier ones."""
 NEW_COURIER = 7_000_001
 """A courier first seen in the live day: empty state, then state only the server's writes hold."""
+RESTAURANTS = np.array([f"r{i:02d}" for i in range(15)])
+"""Fifteen restaurants: a couple of orders each in any two hours (the restaurant state's window)."""
+NEW_RESTAURANT = "r-opened-today"
 TOLERANCE = 1e-5
-STATE_FEATURES = ["courier_deliveries_7d", "courier_avg_distance_km_7d", "minutes_since_courier_last_delivery"]
 
 
-def _deliveries(rng: np.random.Generator, day: dt.datetime, n: int, couriers: np.ndarray, prefix: str) -> pa.Table:
+def _deliveries(rng: np.random.Generator, day: dt.datetime, n: int, couriers: np.ndarray, prefix: str,
+                restaurants: np.ndarray = RESTAURANTS) -> pa.Table:
     distance = rng.gamma(2.0, 1500.0, n)
     items = rng.integers(1, 8, n)
     region = rng.choice(["North", " south", "CITY", "", None], n, p=[0.3, 0.3, 0.3, 0.05, 0.05])
@@ -52,6 +55,7 @@ def _deliveries(rng: np.random.Generator, day: dt.datetime, n: int, couriers: np
         "order_ref": [f"{prefix}{i:04d}" for i in range(n)],
         "placed_ts": pa.array(placed, pa.timestamp("us")),
         "courier_id": rng.choice(couriers, n).astype(np.int64),
+        "restaurant_ref": rng.choice(restaurants, n).tolist(),
         "distance_m": distance,
         "item_count": items.astype(np.int64),
         "region_name": region.tolist(),
@@ -111,10 +115,10 @@ def test_regression_dataset_runs_end_to_end_to_a_served_prediction(byod_run: Byo
     predictor = Predictor.load(registry, record=False)
     assert predictor.manifest.task == "regression"
     assert [f.name for f in predictor.manifest.input_schema] == [
-        "order_ref", "placed_ts", "courier_id", "distance_m", "item_count", "region_name", "raining"]
+        "order_ref", "placed_ts", "courier_id", "restaurant_ref", "distance_m", "item_count", "region_name", "raining"]
     assert predictor.manifest.metrics["test"]["r2"] > 0.5
-    record = {"order_ref": "new", "placed_ts": "2026-05-20T18:30:00", "courier_id": 101, "distance_m": 4000.0,
-              "item_count": 3, "region_name": "City", "raining": True}
+    record = {"order_ref": "new", "placed_ts": "2026-05-20T18:30:00", "courier_id": 101, "restaurant_ref": "r03",
+              "distance_m": 4000.0, "item_count": 3, "region_name": "City", "raining": True}
     try:
         local = predictor.predict([record]).to_records()[0]["prediction"]
     finally:
@@ -139,9 +143,11 @@ def test_regression_dataset_runs_end_to_end_to_a_served_prediction(byod_run: Byo
 
 
 def _live_day(day: dt.datetime) -> pa.Table:
-    """The next day: the known couriers' deliveries, and four of a courier never seen before."""
+    """The next day: the known couriers' deliveries, and four of a courier never seen before, from a
+    restaurant never seen before."""
     known = _deliveries(np.random.default_rng(11), day, 250, COURIERS, prefix="live")
-    new = _deliveries(np.random.default_rng(12), day, 4, np.array([NEW_COURIER]), prefix="first-courier")
+    new = _deliveries(np.random.default_rng(12), day, 4, np.array([NEW_COURIER]), prefix="first-courier",
+                      restaurants=np.array([NEW_RESTAURANT]))
     return pa.concat_tables([known, new]).sort_by([("placed_ts", "ascending"), ("order_ref", "ascending")])
 
 
@@ -165,11 +171,12 @@ def test_a_live_day_is_served_as_the_warehouse_computes_it_point_in_time(byod_ru
     the online store), then landed and run through the pipeline: every served feature vector and
     score equals the warehouse's point-in-time features for that delivery and the model on them."""
     bundle = load_bundle(resolve_bundle_path(byod_run.registry))
-    (entity,) = bundle.manifest.entity_state
-    key_field = next(f for f in bundle.manifest.input_schema if f.name == entity.key)
-    assert (entity.name, entity.key, key_field.type) == ("courier", "courier_id", "integer")
-    assert bundle.manifest.fused is not None and "entity_events__courier__distance_m" in \
-        bundle.manifest.fused["event_inputs"], bundle.manifest.fused_refused
+    types = {f.name: f.type for f in bundle.manifest.input_schema}
+    assert sorted((e.name, e.key, types[e.key]) for e in bundle.manifest.entity_state) == [
+        ("courier", "courier_id", "integer"), ("restaurant", "restaurant_ref", "string")]
+    assert bundle.manifest.fused is not None, bundle.manifest.fused_refused
+    assert {"entity_events__courier__distance_m", "entity_events__restaurant__placed_ts"} <= \
+        set(bundle.manifest.fused["event_inputs"])
 
     day = FIRST_DAY + dt.timedelta(days=DAYS)
     table = _live_day(day)
@@ -181,7 +188,8 @@ def test_a_live_day_is_served_as_the_warehouse_computes_it_point_in_time(byod_ru
                           "--store", f"embedded:{store}", work=tmp_path / "server")
     try:
         metadata = httpx.get(f"{server.base}/metadata").json()
-        assert metadata["feature_path"] == "fused" and metadata["entity_state"][0]["key"] == "courier_id"
+        assert metadata["feature_path"] == "fused"
+        assert sorted(e["key"] for e in metadata["entity_state"]) == ["courier_id", "restaurant_ref"]
         served: dict[str, float] = {}
         with httpx.Client(base_url=server.base, timeout=30) as http:
             for record in records:  # in event order, one per request, as live traffic
@@ -191,7 +199,8 @@ def test_a_live_day_is_served_as_the_warehouse_computes_it_point_in_time(byod_ru
             metrics = http.get("/metrics").text
     finally:
         server.stop()
-    assert f'serving_state_events_total{{outcome="recorded"}} {len(records)}' in metrics, metrics
+    # Each record is an event of both entities, written through for each.
+    assert f'serving_state_events_total{{outcome="recorded"}} {2 * len(records)}' in metrics, metrics
     assert "serving_sql_fallback_rows_total 0" in metrics
     assert "Traceback" not in server.output()
 
@@ -211,12 +220,13 @@ def test_a_live_day_is_served_as_the_warehouse_computes_it_point_in_time(byod_ru
     scores = np.array([served[k] for k in keys])
     np.testing.assert_allclose(scores, ModelScorer(bundle).scores(warehouse), rtol=TOLERANCE, atol=TOLERANCE)
 
-    # The new courier: empty state first, then only what the server wrote through that day.
-    state = {n: j for j, n in enumerate(names) if n in STATE_FEATURES}
+    # The new courier (at a new restaurant): empty state first, then only what the server wrote through that day.
+    state = {n: j for j, n in enumerate(names)}
     first = [i for i, r in enumerate(records) if r["courier_id"] == NEW_COURIER]
     assert used[first, state["courier_deliveries_7d"]].tolist() == [0, 1, 2, 3]
     assert np.isnan(used[first[0], state["minutes_since_courier_last_delivery"]])
     assert np.isnan(used[first[0], state["courier_avg_distance_km_7d"]])
+    assert used[first[0], state["restaurant_orders_2h"]] == 0
     # A known courier's deliveries that day: each counts the earlier ones of that day, which only the
     # server's writes held when it was served (checked against a plain count over the landed files).
     landed = pq.read_table(byod_run.root / "landing" / "deliveries").select(["courier_id", "placed_ts"])
@@ -225,5 +235,7 @@ def test_a_live_day_is_served_as_the_warehouse_computes_it_point_in_time(byod_ru
     mine = [i for i, r in enumerate(records) if r["courier_id"] == busiest]
     at = [dt.datetime.fromisoformat(records[i]["placed_ts"]) for i in mine]
     week = dt.timedelta(days=7)
-    assert used[mine, state["courier_deliveries_7d"]].tolist() == [int(((times >= t - week) & (times < t)).sum()) for t in at]
-    assert len(mine) >= 3 and int(((times >= at[-1] - week) & (times < day)).sum()) < used[mine[-1], state["courier_deliveries_7d"]]
+    counts = used[mine, state["courier_deliveries_7d"]]
+    assert counts.tolist() == [int(((times >= t - week) & (times < t)).sum()) for t in at]
+    before_the_day = int(((times >= at[-1] - week) & (times < day)).sum())
+    assert len(mine) >= 3 and counts[-1] == before_the_day + len(mine) - 1

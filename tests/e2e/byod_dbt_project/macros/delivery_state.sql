@@ -1,5 +1,8 @@
 {#-
-  Per-courier state, defined once: for each row of `timeline` (one row per delivery), the
+  Two entities, each with its state defined once here: a courier (an integer key) and a
+  restaurant (a text key). Serving keeps each one's recent events in the online store.
+
+  Per-courier state: for each row of `timeline` (one row per delivery), the
   courier's deliveries strictly before it (frames end at the current row and exclude its peer
   group). The warehouse runs it over every landed delivery (fct_courier_state_at_delivery);
   serving runs it over the courier's events from the online store plus the request's rows.
@@ -26,4 +29,24 @@
     {{ alias }}.deliveries_7d as state_deliveries_7d,
     {{ alias }}.distance_km_sum_7d as state_distance_km_sum_7d,
     {{ alias }}.last_delivery_at as state_last_delivery_at
+{% endmacro %}
+
+{#-
+  Per-restaurant state (its kitchen's load): orders placed at the restaurant in the two hours
+  before this one. The key is used as it lands: the store groups events by the raw key, so a
+  cleaned key (trimmed, lower-cased) would group differently from it.
+-#}
+{% macro restaurant_state(timeline, key) %}
+    select
+        {{ key }} as state_key,
+        restaurant_ref,
+        placed_at as state_at,
+        count(placed_at) over last_2h as orders_2h
+    from {{ timeline }}
+    window
+        last_2h as (partition by restaurant_ref order by placed_at range between interval 2 hours preceding and current row exclude group)
+{% endmacro %}
+
+{% macro restaurant_state_columns(alias) %}
+    {{ alias }}.orders_2h as state_restaurant_orders_2h
 {% endmacro %}
