@@ -22,6 +22,7 @@ from orchestration.context import RunContext
 from orchestration.dbt import run_dbt
 from orchestration.monitoring import consistency as online_offline
 from orchestration.monitoring import policy, replay
+from orchestration.outputs import MONITORING_TAG
 from serving.registry import read_champion
 
 RETRAIN_STAGES = ("train", "evaluate", "gates", "deploy")
@@ -47,6 +48,10 @@ def _malformed_lines(ctx: RunContext) -> list[str]:
     return [f"{f}: {bad} of {lines} lines malformed, first at line {line}: {reason}" for f, bad, lines, line, reason in rows]
 
 
+def _has_monitoring_models(manifest: dict[str, Any]) -> bool:
+    return any(n["resource_type"] == "model" and MONITORING_TAG in n.get("tags", []) for n in manifest["nodes"].values())
+
+
 def monitor(ctx: RunContext) -> dict[str, Any]:
     """dbt monitoring models, malformed-line report, replay skew audit."""
     if read_champion(ctx.cfg.registry) is None:
@@ -54,6 +59,13 @@ def monitor(ctx: RunContext) -> dict[str, Any]:
         # so it reruns only when data, prediction logs or the monitoring models change.
         ctx.state["monitoring"] = {"run_id": ctx.run_id, "champion": None}
         return {"monitored": False, "why": "no champion yet"}
+    if not _has_monitoring_models(ctx.state["manifest"]):
+        # A project without monitoring models (a dataset brought with its own dbt files, say):
+        # said, not failed on the demo's tables; the retrain policy then judges what it can.
+        why = f"the dbt project has no models tagged {MONITORING_TAG!r} (drift, volume, consistency)"
+        ctx.echo(f"monitor: nothing to monitor: {why}")
+        ctx.state["monitoring"] = {"run_id": ctx.run_id, "monitored": False}
+        return {"monitored": False, "why": why}
     dbt = dataclasses.replace(ctx.dbt(), vars=_monitor_vars(ctx))
     run_dbt(dbt, ["build", "--select", "tag:monitoring"],
             echo=lambda line: ctx.echo("dbt " + line.split("  ", 1)[-1].strip()))

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 LOOPBACK = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def free_port() -> int:
@@ -57,9 +58,12 @@ def start_server(*args: str, work: Path, ready_timeout: float = 60) -> ServerPro
         args = (*args, "--no-auth")
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "server.log"
+    # The server runs this checkout's code: from ``work``, ``-m serving`` would otherwise import
+    # wherever the installed package points (another worktree's, say).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     with open(log_path, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "serving", *args, "--host", LOOPBACK, "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, text=True, cwd=work)
+                                stdout=out, stderr=subprocess.STDOUT, text=True, cwd=work, env=env)
     server = ServerProcess(proc, f"http://{LOOPBACK}:{port}", port, log_path)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:

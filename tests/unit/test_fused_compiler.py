@@ -239,3 +239,28 @@ def test_lookups_by_integer_keys_and_by_an_integer_cast_to_text() -> None:
                  joins="left join by_int as bi on bi.k = t.n left join by_text as bt on bt.k = cast(t.n as varchar)")
     finally:
         TABLES = saved
+
+
+@pytest.mark.parametrize(("key", "compiles"), [("courier", True), ("cast(courier as bigint)", True),
+                                               ("cast(courier as varchar)", True), ("cast(courier as hugeint)", True),
+                                               ("cast(courier as integer)", False), ("courier % 10", False)])
+def test_an_integer_entity_key_groups_as_it_is_or_cast_to_bigint_or_text(key: str, compiles: bool) -> None:
+    """The state window's partition must be the store's grouping (one group per raw key): a cast
+    that keeps every key distinct and never fails keeps it; a narrowing or lossy one does not."""
+    from serving.store.spec import EntitySpec
+
+    schema = (InputField("id", "string", False), InputField("at", "timestamp", False),
+              InputField("courier", "integer", False))
+    entity = EntitySpec("courier", "entity_events__courier", "courier", "id", "at", (), 1.0)
+    sql = f"""
+        with ev as (select __row_id, {key} as courier_key, at from entity_events__courier),
+        st as (select __row_id as state_key, count(at) over w as c from ev
+               window w as (partition by courier_key order by at range between interval 1 days preceding
+                            and current row exclude group))
+        select r.__row_id, coalesce(st.c, 0) as f from request as r left join st on st.state_key = r.__row_id
+        order by r.__row_id"""
+    if compiles:
+        compile_fused(sql, schema, {}, ("f",), _identity_model(1), {entity.relation: entity})
+    else:
+        with pytest.raises(FusedCompileError, match="partitioned by the entity key first"):
+            compile_fused(sql, schema, {}, ("f",), _identity_model(1), {entity.relation: entity})

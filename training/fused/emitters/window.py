@@ -81,14 +81,21 @@ def _events_source(c: Any, select: exp.Select, where: str) -> tuple[str, exp.Sel
                             f"({', '.join(sorted(c.entities)) or 'none declared'}), read directly or through one CTE")
 
 
-def _key_columns(spec: EntitySpec, events_select: exp.Select | None) -> frozenset[str]:
-    """Timeline columns that equal the raw entity key or its text: the runtime's grouping."""
+_TEXT = {exp.DataType.Type.VARCHAR: "varchar", exp.DataType.Type.TEXT: "text"}
+_KEY_CASTS = {"integer": {**_TEXT, exp.DataType.Type.BIGINT: "bigint", exp.DataType.Type.INT128: "hugeint"}}
+"""Casts of a raw entity key that keep its grouping (one value per key, never an error), by the
+key's raw type: to text, and an integer key (a BIGINT) to BIGINT or HUGEINT too."""
+
+
+def _key_columns(spec: EntitySpec, events_select: exp.Select | None, key_type: str) -> frozenset[str]:
+    """Timeline columns that equal the raw entity key or a cast of it that keeps its grouping
+    (``_KEY_CASTS``): the runtime's grouping."""
     if events_select is None:
         return frozenset({spec.key})
     keys = set()
     for projection in events_select.expressions:
         node = projection.this if isinstance(projection, exp.Alias) else projection
-        if isinstance(node, exp.Cast) and node.to.this in (exp.DataType.Type.VARCHAR, exp.DataType.Type.TEXT):
+        if isinstance(node, exp.Cast) and node.to.this in _KEY_CASTS.get(key_type, _TEXT):
             node = node.this
         if isinstance(node, exp.Column) and node.name == spec.key:
             keys.add(projection.alias_or_name)
@@ -99,6 +106,9 @@ def state_scope(c: Any, select: exp.Select, where: str) -> Scope:
     relation, events_select = _events_source(c, select, where)
     spec: EntitySpec = c.entities[relation]
     fields = c.fields
+    if spec.key not in fields:
+        raise FusedCompileError(f"{where}: entity {spec.name!r} is keyed by {spec.key!r}, which is not a raw input "
+                                "field; declare it in the dbt source or fix meta.entity_state.key")
 
     def stored(name: str) -> Value:
         if name not in spec.stored:
@@ -118,7 +128,7 @@ def state_scope(c: Any, select: exp.Select, where: str) -> Scope:
         probe, events = request, raw_events
     valid = c.input(events_input(spec, VALID), InputField(VALID, "boolean", False), rank=2)
     alias = (select.args.get("from_") or select.args.get("from")).this.alias_or_name
-    ctx = StateContext(spec, alias, probe, events, _key_columns(spec, events_select),
+    ctx = StateContext(spec, alias, probe, events, _key_columns(spec, events_select, fields[spec.key].type),
                        {w.name: w for w in select.args.get("windows") or []}, valid.value)  # type: ignore[union-attr]
     out = Scope()
     for projection in select.expressions:
@@ -220,8 +230,11 @@ def _window(c: Any, node: exp.Window, e: Any) -> Value:
     g = c.g
     first = partition[0]
     if not (isinstance(first, exp.Column) and first.name in ctx.key_columns):
+        which = ", ".join(sorted(ctx.key_columns)) or (
+            f"no column of the events' CTE is the raw key {ctx.spec.key!r} as it is or cast to "
+            f"{' or '.join(_KEY_CASTS.get(c.fields[ctx.spec.key].type, _TEXT).values())}")
         raise FusedCompileError(f"{sql}: an entity state window is partitioned by the entity key first "
-                                f"({', '.join(sorted(ctx.key_columns)) or ctx.spec.key}), the online store's grouping")
+                                f"({which}), the online store's grouping")
     events = {ctx.alias: ctx.events}
     probe = {ctx.alias: ctx.probe}
     te = c.num(c.expr(order, events, ctx.alias, sql), sql)
