@@ -97,9 +97,10 @@ class Monitoring:
     drift_psi_threshold: float = 0.2
     """PSI at or above which a monitored column counts as drifted (0.1 is usually read as a
     moderate shift, 0.25 as a large one). Passed to dbt as var ``drift_psi_threshold``."""
-    important_features: tuple[str, ...] = ("amount", "merchant_category", "country", "channel")
-    """Monitored raw columns (staged names) or model features (fct_transaction_features names, drift
-    over 7 days of landed data) whose drift can trigger a retrain; others are only reported."""
+    important_features: tuple[str, ...] = ()
+    """Monitored fields (the source's names, as they land) or model features (the features mart's
+    names, drift over 7 days of landed data) whose drift can trigger a retrain; the others are
+    only reported. Empty: every monitored field and feature can."""
     lookback_days: int = 3
     """The policy reads the newest this many days after the champion's training data."""
     max_auc_drop: float = 0.05

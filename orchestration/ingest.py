@@ -130,6 +130,12 @@ def stray_checks(landing: Path, table: str) -> list[CheckResult]:
     return out
 
 
+def source_relation_vars(source: str, table: str) -> dict[str, str]:
+    """The dbt var that points source ``source`` (``source_name.table``) at the ingested raw table:
+    ``<source_name>_<table>_relation``, read by the source's ``meta.external_location``."""
+    return {source.replace(".", "_") + "_relation": f"(select * from {raw_relation(table)})"}
+
+
 def raw_relation(table: str) -> str:
     """The raw table ingestion loads landing partitions of ``table`` into."""
     return f"{RAW_SCHEMA}.{table}"

@@ -30,7 +30,7 @@ from orchestration.outputs import MONITORING_TAG, ancestors, dbt_logic_digest
 from orchestration.dbt import run_dbt
 from orchestration.faults import pause_point
 from orchestration.errors import DbtError, PublishError, StageError, ValidationError
-from orchestration.ingest import ingest, partition_files, raw_relation
+from orchestration.ingest import ingest, partition_files, source_relation_vars
 from orchestration.landing_rows import LandingRules
 from orchestration.materialize import materialize
 from training import dbt_manifest
@@ -118,7 +118,7 @@ def _ingest(ctx: RunContext) -> dict[str, Any]:
     ctx.state["split"] = _split_boundaries(days, ctx.cfg)
     # dbt reads the ingested raw table (not the landing files) and audits into *_audit schemas.
     ctx.state["dbt_vars"] = {
-        ctx.cfg.dbt.source.replace(".", "_") + "_relation": f"(select * from {raw_relation(ctx.source_table)})",
+        **source_relation_vars(ctx.cfg.dbt.source, ctx.source_table),
         "wap_schema_suffix": publish.AUDIT_SUFFIX,
         **({"freshness_as_of": as_of} if (as_of := _freshness_as_of(ctx.cfg.validation.freshness_as_of, days)) else {}),
     }
@@ -295,7 +295,8 @@ STAGES: tuple[Stage, ...] = (
           effects=("monitoring schema", "validation.alerts")),
     Stage("retrain_policy", "decide whether train..deploy run: drift, performance, new labels, model age, no champion",
           ("monitoring", "fingerprint"), ("retrain_decision",), monitoring_stages.retrain_policy,
-          sources=("champion", "today"), config=("monitoring",), effects=("monitoring.retrain_decisions",)),
+          covered=("spec",), sources=("champion", "today"), config=("monitoring",),
+          effects=("monitoring.retrain_decisions",)),
     Stage("train", "fit (after an optional search) on the training days, export ONNX, check it, measure",
           ("spec", "split", "fingerprint"), ("trained", "data"), _train, config=_MODEL_CONFIG,
           when=monitoring_stages.policy_holds),

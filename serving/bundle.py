@@ -62,6 +62,15 @@ class InputField:
     nullable: bool
     """Whether null (or JSON ``null``) is accepted."""
 
+    @property
+    def sql_type(self) -> str:
+        """The DuckDB type a value of this field is read as."""
+        return _SQL_TYPES[self.type]
+
+
+_SQL_TYPES = {"string": "varchar", "double": "double", "integer": "bigint", "boolean": "boolean",
+              "timestamp": "timestamp"}
+
 
 @dataclass(frozen=True)
 class BundleManifest:

@@ -77,7 +77,7 @@ def served_vs_point_in_time(warehouse: Path, registry_dir: Path, spec: FeatureSp
             return 0
         rows = con.execute(
             f'select s.event_date, s.model_id, s.score, f."{spec.label}", {columns} '
-            f"from staging.stg_serving__predictions s join {spec.relation} f using (\"{spec.key}\") "
+            f'from staging.stg_serving__predictions s join {spec.relation} f on s.event_key = cast(f."{spec.key}" as varchar) '
             "order by s.event_date, s.model_id").fetch_arrow_table()
     out = []
     bundles = registry.bundles_dir(registry_dir)

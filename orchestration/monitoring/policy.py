@@ -24,6 +24,7 @@ import duckdb
 
 from orchestration.config import Monitoring, PipelineConfig
 from serving import registry
+from training.dbt_manifest import FeatureSpec
 
 DDL = """
 create schema if not exists monitoring;
@@ -83,7 +84,8 @@ def decide(m: Measured, opts: Monitoring) -> Decision:
         return Decision(True, ("no champion",))
     fired: list[str] = []
     waiting: list[str] = []
-    drifted = {c: p for c, p in sorted(m.drift_psi.items()) if c in opts.important_features and p >= opts.drift_psi_threshold}
+    important = opts.important_features or tuple(m.drift_psi)
+    drifted = {c: p for c, p in sorted(m.drift_psi.items()) if c in important and p >= opts.drift_psi_threshold}
     if drifted:
         listed = ", ".join(f"{c} PSI {p:.3f} ({m.drift_day.get(c, '?')})" for c, p in drifted.items())
         if m.new_labelled_rows > 0:
@@ -109,7 +111,7 @@ def decide(m: Measured, opts: Monitoring) -> Decision:
     parts = [
         "no drift measured after the champion's data" if top is None else
         f"largest drift {top[0]} PSI {top[1]:.3f} (threshold {opts.drift_psi_threshold:g} on "
-        f"{', '.join(opts.important_features)})",
+        f"{', '.join(opts.important_features) or 'every monitored field and feature'})",
         "no labelled served predictions yet" if m.served_auc is None else
         f"served ROC AUC {m.served_auc:.4f} (point in time {_shown(m.point_in_time_auc)}) vs champion "
         f"{m.champion_auc} ({m.positive_labels} positive labels)",
@@ -138,8 +140,9 @@ def champion_manifest(registry_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def measure(cfg: PipelineConfig) -> Measured:
-    """Read what the policy judges from the monitoring marts, the published staging and the registry."""
+def measure(cfg: PipelineConfig, spec: FeatureSpec) -> Measured:
+    """Read what the policy judges from the monitoring marts, the published features mart
+    (``spec``: its relation, timestamp and label) and the registry."""
     manifest = champion_manifest(cfg.registry)
     if manifest is None:
         return Measured()
@@ -174,10 +177,11 @@ def measure(cfg: PipelineConfig) -> Measured:
                     out["drift_psi"][feature] = float(psi)
                     out.setdefault("drift_day", {})[feature] = where
         newest = []
-        if _exists(con, "staging.stg_bank__transactions"):
-            newest.append(con.execute("select max(event_at)::date from staging.stg_bank__transactions").fetchone()[0])
+        if _exists(con, spec.relation):
+            newest.append(con.execute(f'select max("{spec.timestamp}")::date from {spec.relation}').fetchone()[0])
             out["new_labelled_rows"] = con.execute(
-                "select count(*) from staging.stg_bank__transactions where event_at::date > ?", [after]).fetchone()[0]
+                f'select count(*) from {spec.relation} where "{spec.timestamp}"::date > ? and "{spec.label}" is not null',
+                [after]).fetchone()[0]
         if _exists(con, "monitoring.monitoring_daily_predictions"):
             newest.append(con.execute("select max(day) from monitoring.monitoring_daily_predictions").fetchone()[0])
         out["newest_day"] = max((d for d in newest if d is not None), default=None)

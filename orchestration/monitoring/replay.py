@@ -3,34 +3,36 @@
 For a seeded sample of well-formed logged predictions (``monitoring.replay_rows``):
 
 * **inputs**: each raw field the server received is compared with the record that later landed
-  for the same transaction (``raw.transactions``), so a client that sends something other than
+  with the same event key (the dbt source's ``meta.landing.event_key``, in ``raw.<table>``), so a client that sends something other than
   what the warehouse trains on (cents for dollars, a stale country) is caught field by field;
 * **scores**: the logged inputs go through the serving bundle again (the same ``Predictor`` and
   feature path the server uses: its compiled dbt feature SQL or fused model, with its frozen
-  fitted state and entity snapshot), and the score must equal the logged one within
+  fitted state), and the score must equal the logged one within
   ``SCORE_ATOL``; a difference means the log or the runtime does not reflect the model it names.
 
-Every difference names the request, record, transaction, field, served and reference value.
-Rows whose transaction has not landed yet are counted as pending, not judged.
+Every difference names the request, record, event key, field, served and reference value.
+Rows whose event has not landed yet are counted as pending, not judged.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 
 from orchestration.config import PipelineConfig
+from orchestration.ingest import raw_relation
 from serving import registry
 from serving.bundle import load_bundle
 from serving.predictor import Predictor
+from training import dbt_manifest
 
 SCORE_ATOL = 1e-5
 SHOWN = 5
-RAW_FIELDS = ("txn_id", "txn_ts", "user_id", "merchant_id", "merchant_category", "amount", "currency_code",
-              "country_code", "channel", "device_type")
 LINES = "staging.stg_serving__prediction_log_lines"
 
 
@@ -40,13 +42,13 @@ class Difference:
 
     request_id: str
     record_index: int
-    transaction_id: str
+    event_key: str
     field: str
     served: object
     reference: object
 
     def describe(self) -> str:
-        return (f"{self.field} of transaction {self.transaction_id!r} (request {self.request_id}, record "
+        return (f"{self.field} of event {self.event_key!r} (request {self.request_id}, record "
                 f"{self.record_index}): served {self.served!r}, reference {self.reference!r}")
 
 
@@ -88,21 +90,36 @@ def _exists(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
                             [schema, name]).fetchone()[0])
 
 
-def audit(cfg: PipelineConfig, raw_relation: str = "raw.transactions", seed: int | None = None) -> AuditReport:
-    """Replay a seeded sample of logged predictions; see the module docstring."""
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
+
+
+def audit(cfg: PipelineConfig, manifest: dict[str, Any], seed: int | None = None) -> AuditReport:
+    """Replay a seeded sample of logged predictions; see the module docstring. The fields, their
+    types and the event key are the dbt source's (``dbt.source`` and its ``meta.landing``)."""
     limit = cfg.monitoring.replay_rows
+    fields = dbt_manifest.input_schema(manifest, cfg.dbt.source)
+    key = (dbt_manifest.source_meta(manifest, cfg.dbt.source).get("landing") or {}).get("event_key")
+    raw = raw_relation(cfg.dbt.source.partition(".")[2])
     with duckdb.connect(str(cfg.warehouse), read_only=True) as con:
         if limit == 0 or not _exists(con, LINES):
             return AuditReport()
-        landed = _exists(con, raw_relation)
-        fields = ", ".join(f"l.{f}" for f in RAW_FIELDS)
-        ref = ", ".join(f"r.{f} as ref_{f}" for f in RAW_FIELDS) if landed else \
-            ", ".join(f"null as ref_{f}" for f in RAW_FIELDS)
-        join = (f"left join (select * from {raw_relation} qualify row_number() over (partition by txn_id) = 1) r "
-                "on r.txn_id = l.txn_id") if landed else ""
+        landed = key is not None and _exists(con, raw)
+        # Each field as served (the logged JSON, read with the source's type) and as it landed.
+        served = ", ".join(f"try_cast(l.record->>{_literal(f.name)} as {f.sql_type}) as {_quoted('served:' + f.name)}"
+                           for f in fields)
+        reference = ", ".join(
+            (f"cast(r.{_quoted(f.name)} as {f.sql_type})" if landed else "null") + f" as {_quoted('landed:' + f.name)}"
+            for f in fields)
+        join = (f"left join (select * from {raw} qualify row_number() over (partition by {_quoted(key)}) = 1) r "
+                f"on cast(r.{_quoted(key)} as varchar) = l.event_key") if landed else ""
         table = con.execute(
-            f"select l.request_id, l.record_index, l.model_id, l.score, {fields}, {ref}, "
-            f"{'r.txn_id is not null' if landed else 'false'} as is_landed "
+            f"select l.request_id, l.record_index, l.model_id, l.score, l.event_key, cast(l.record as varchar) as record, "
+            f"{served}, {reference}, {f'r.{_quoted(key)} is not null' if landed else 'false'} as is_landed "
             f"from {LINES} l {join} where not l.is_malformed "
             f"order by hash(l.request_id, l.record_index, {seed if seed is not None else cfg.seed}) limit ?", [limit]
         ).fetch_arrow_table()
@@ -118,14 +135,15 @@ def audit(cfg: PipelineConfig, raw_relation: str = "raw.transactions", seed: int
         by_field[name] = by_field.get(name, 0) + 1
         bad[i] = True
         if len(first) < SHOWN:
-            first.append(Difference(cols["request_id"][i], cols["record_index"][i], cols["txn_id"][i], name,
+            first.append(Difference(cols["request_id"][i], cols["record_index"][i], cols["event_key"][i], name,
                                     served, reference))
 
     landed_mask = cols["is_landed"]
-    for f in RAW_FIELDS:
+    for f in fields:
+        served_values, landed_values = cols["served:" + f.name], cols["landed:" + f.name]
         for i in range(n):
-            if landed_mask[i] and cols[f][i] != cols[f"ref_{f}"][i]:
-                note(i, f, cols[f][i], cols[f"ref_{f}"][i])
+            if landed_mask[i] and served_values[i] != landed_values[i]:
+                note(i, f.name, served_values[i], landed_values[i])
 
     unknown: list[str] = []
     for model_id in sorted(set(cols["model_id"])):
@@ -136,7 +154,8 @@ def audit(cfg: PipelineConfig, raw_relation: str = "raw.transactions", seed: int
             continue
         predictor = Predictor(load_bundle(path))
         try:
-            replayed = predictor.predict(table.select(list(RAW_FIELDS)).take(idx)).scores
+            # The records as the server received them, through the same validation it ran.
+            replayed = predictor.predict([json.loads(cols["record"][i]) for i in idx]).scores
         finally:
             predictor.close()
         for i, score in zip(idx, np.asarray(replayed, dtype=np.float64)):

@@ -17,9 +17,10 @@ from typing import Any
 
 import duckdb
 
-from orchestration import checks, publish
+from orchestration import checks
 from orchestration.context import RunContext
 from orchestration.dbt import run_dbt
+from orchestration.ingest import source_relation_vars
 from orchestration.monitoring import consistency as online_offline
 from orchestration.monitoring import policy, replay
 from orchestration.outputs import MONITORING_TAG
@@ -30,14 +31,21 @@ RETRAIN_STAGES = ("train", "evaluate", "gates", "deploy")
 
 
 def _monitor_vars(ctx: RunContext) -> dict[str, Any]:
-    base = ctx.dbt(ctx.state["split"]).vars
-    out: dict[str, Any] = {k: base[k] for k in ("train_end", "valid_end") if k in base}
-    relation = publish.baseline_relation(ctx.state["manifest"])
-    baseline_id, _ = publish.champion_baseline(ctx.cfg.warehouse, ctx.cfg.registry, relation)
-    if baseline_id:
-        out["baseline_id"] = baseline_id
-    out["prediction_logs_path"] = str(replay.prediction_logs_dir(ctx.cfg))
-    out["drift_psi_threshold"] = ctx.cfg.monitoring.drift_psi_threshold
+    """The monitoring models' vars: what they read about the project (pipeline.yml), the
+    ingested source relation, and the deployed model's training window, so drift is measured
+    against what the champion learned from (its baseline version is built and selected)."""
+    cfg = ctx.cfg
+    out: dict[str, Any] = source_relation_vars(cfg.dbt.source, ctx.source_table)
+    champion = policy.champion_manifest(cfg.registry) or {}
+    split = (champion.get("lineage") or {}).get("split") or {}
+    if split.get("train_end"):
+        out.update(train_end=split["train_end"], valid_end=split.get("valid_end"))
+    else:
+        base = ctx.dbt(ctx.state["split"]).vars
+        out.update({k: base[k] for k in ("train_end", "valid_end") if k in base})
+    out.update(ml_source=cfg.dbt.source, ml_features_model=cfg.dbt.features_model, ml_label=cfg.label,
+               ml_task=cfg.task, prediction_logs_path=str(replay.prediction_logs_dir(cfg)),
+               drift_psi_threshold=cfg.monitoring.drift_psi_threshold)
     return out
 
 
@@ -82,7 +90,7 @@ def monitor(ctx: RunContext) -> dict[str, Any]:
                             checks=tuple(sorted({f"online_offline_consistency on {f}" for _, _, f, _, _ in consistency.below})),
                             message=consistency.describe())
     online_offline.served_vs_point_in_time(ctx.cfg.warehouse, ctx.cfg.registry, ctx.state["spec"], ctx.cfg.task)
-    report = replay.audit(ctx.cfg)
+    report = replay.audit(ctx.cfg, ctx.state["manifest"])
     ctx.echo(report.describe())
     if not report.passed:
         checks.record_alert(ctx.cfg.warehouse, ctx.run_id, stage="monitor", severity="error",
@@ -104,7 +112,7 @@ def policy_holds(ctx: RunContext) -> str | None:
 
 def retrain_policy(ctx: RunContext) -> dict[str, Any]:
     """Measure, decide, record; put the Decision on ctx.state["retrain_decision"]."""
-    measured = policy.measure(ctx.cfg)
+    measured = policy.measure(ctx.cfg, ctx.state["spec"])
     decision = policy.decide(measured, ctx.cfg.monitoring)
     policy.record(ctx.cfg.warehouse, ctx.run_id, decision, measured)
     ctx.state["retrain_decision"] = decision

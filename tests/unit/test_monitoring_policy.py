@@ -80,6 +80,7 @@ def test_model_feature_drift_in_landed_data_is_measured_and_can_fire(tmp_path: P
 
     from orchestration.config import Paths, PipelineConfig
     from orchestration.monitoring.policy import measure
+    from training.dbt_manifest import FeatureSpec
 
     bundle = "c" * 64
     (tmp_path / "artifacts" / "registry" / "bundles" / bundle).mkdir(parents=True)
@@ -93,7 +94,9 @@ def test_model_feature_drift_in_landed_data_is_measured_and_can_fire(tmp_path: P
         con.execute("insert into monitoring.monitoring_daily_feature_drift values "
                     "('2026-01-19', 'log_amount', 0.9), ('2026-01-21', 'log_amount', 0.31), ('2026-01-21', 'hour_of_day', 0.02)")
     cfg = PipelineConfig(root=tmp_path, paths=Paths(warehouse=tmp_path / "w.duckdb", artifacts=tmp_path / "artifacts"))
-    measured = measure(cfg)
+    spec = FeatureSpec(model="fct_transaction_features", relation="features.fct_transaction_features",
+                       key="transaction_id", timestamp="event_at", label="is_fraud", features=("log_amount",))
+    measured = measure(cfg, spec)
     # Only days after the champion's data count: 2026-01-19's 0.9 was in its training data.
     assert measured.drift_psi == {"log_amount": 0.31, "hour_of_day": 0.02}
     assert measured.drift_day["log_amount"] == "landed features, 7 days to 2026-01-21"

@@ -18,20 +18,6 @@
     {{ return(found.columns[0].values()[0] > 0) }}
 {% endmacro %}
 
-{#- The raw input fields a logged line carries under `inputs`, with the type staging casts them to. -#}
-{% macro prediction_log_input_fields() %}
-    {{ return({
-        'txn_id': 'varchar', 'txn_ts': 'timestamp', 'user_id': 'varchar', 'merchant_id': 'varchar',
-        'merchant_category': 'varchar', 'amount': 'double', 'currency_code': 'varchar',
-        'country_code': 'varchar', 'channel': 'varchar', 'device_type': 'varchar'
-    }) }}
-{% endmacro %}
-
-{#- Columns whose drift the monitoring marts measure: numeric ones on the baseline's frozen decile
-    bins, categorical ones on the baseline's category shares (staged names). -#}
-{% macro monitored_numeric_columns() %}{{ return(['amount']) }}{% endmacro %}
-{% macro monitored_categorical_columns() %}{{ return(categorical_feature_columns()) }}{% endmacro %}
-
 {#- Population stability index term of one bin; shares are floored at 1e-4 so an empty bin
     (e.g. an unseen category) counts as a large but finite shift. -#}
 {% macro psi_term(actual_share, expected_share) -%}

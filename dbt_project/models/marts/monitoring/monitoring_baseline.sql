@@ -7,19 +7,24 @@
     )
 }}
 
-{%- set numeric = monitored_numeric_columns() -%}
-{%- set categorical = monitored_categorical_columns() %}
+{#- The landed records of the training window, as they landed (any dataset: the fields come from
+    the source, see macros/monitoring/monitored_project.sql). Versioned by content and training
+    window; the monitoring marts select the version built for the deployed model's window. -#}
+{%- set numeric = monitored_columns('numeric') -%}
+{%- set categorical = monitored_columns('categorical') -%}
+{%- set event_time = ml_landing('event_time') %}
 
 with
 
-training_window as (
-    select * from {{ ref('int_transactions__training_window') }}
-),
-
--- Same content-addressed id as baseline_transaction_profile, so var `baseline_id` (the deployed
--- model's training window) selects the matching version of both.
 boundary as (
     select cast({{ split_boundary('train_end') }} as date) as train_end
+),
+
+training_window as (
+    select * from {{ ml_source_relation() }}
+    {%- if event_time %}
+    where cast({{ adapter.quote(event_time) }} as timestamp) < (select train_end from boundary)
+    {%- endif %}
 ),
 
 version as (
@@ -34,10 +39,13 @@ null_fractions as (
     {%- for column in numeric + categorical %}
     select
         '{{ column }}' as column_name,
-        (count(*) - count({{ column }}))::double / nullif(count(*), 0) as baseline_null_fraction
+        (count(*) - count({{ adapter.quote(column) }}))::double / nullif(count(*), 0) as baseline_null_fraction
     from training_window
     {{ "union all" if not loop.last }}
     {%- endfor %}
+    {%- if not (numeric + categorical) %}
+    select cast(null as varchar) as column_name, cast(null as double) as baseline_null_fraction where false
+    {%- endif %}
 ),
 
 -- Numeric columns: frozen bins between the training window's distinct deciles; the first and
@@ -46,10 +54,13 @@ edges as (
     {%- for column in numeric %}
     select
         '{{ column }}' as column_name,
-        list_sort(list_distinct(quantile_cont({{ column }}, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))) as edges
+        list_sort(list_distinct(quantile_cont(cast({{ adapter.quote(column) }} as double), [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))) as edges
     from training_window
     {{ "union all" if not loop.last }}
     {%- endfor %}
+    {%- if not numeric %}
+    select cast(null as varchar) as column_name, cast([] as double[]) as edges where false
+    {%- endif %}
 ),
 
 numeric_bins as (
@@ -71,10 +82,13 @@ numeric_shares as (
     from numeric_bins as bins
     left join (
         {%- for column in numeric %}
-        select '{{ column }}' as column_name, cast({{ column }} as double) as value
-        from training_window where {{ column }} is not null
+        select '{{ column }}' as column_name, cast({{ adapter.quote(column) }} as double) as value
+        from training_window where {{ adapter.quote(column) }} is not null
         {{ "union all" if not loop.last }}
         {%- endfor %}
+        {%- if not numeric %}
+        select cast(null as varchar) as column_name, cast(null as double) as value where false
+        {%- endif %}
     ) as observed
         on observed.column_name = bins.column_name
         and observed.value >= coalesce(bins.lower_bound, '-infinity'::double)
@@ -82,22 +96,41 @@ numeric_shares as (
     group by bins.column_name, bins.bin_index, bins.lower_bound, bins.upper_bound
 ),
 
--- Categorical columns: one bin per category seen in the training window (by share, from 1) and
--- bin 0 for categories it never saw, whose expected share is 0.
-categorical_shares as (
+-- Categorical columns: one bin per category among the training window's most frequent (by share,
+-- from 1), and bin 0 for every other value, seen rarely or never; an id-like column is then
+-- mostly bin 0 on both sides, and a category that takes over shows.
+category_counts as (
     {%- for column in categorical %}
     select
         '{{ column }}' as column_name,
-        cast(row_number() over (order by count(*) desc, {{ column }}) as integer) as bin_index,
-        {{ column }} as category,
-        count(*)::double / sum(count(*)) over () as expected_share
+        cast({{ adapter.quote(column) }} as varchar) as category,
+        count(*) as count_rows,
+        row_number() over (order by count(*) desc, cast({{ adapter.quote(column) }} as varchar)) as frequency_rank
     from training_window
-    where {{ column }} is not null
-    group by {{ column }}
-    union all
-    select '{{ column }}', 0, null, 0.0
+    where {{ adapter.quote(column) }} is not null
+    group by 1, 2
     {{ "union all" if not loop.last }}
     {%- endfor %}
+    {%- if not categorical %}
+    select cast(null as varchar) as column_name, cast(null as varchar) as category, 0 as count_rows, 0 as frequency_rank
+    where false
+    {%- endif %}
+),
+
+categorical_shares as (
+    select
+        column_name,
+        cast(case when frequency_rank <= {{ var('monitored_categories', 20) }} then frequency_rank else 0 end as integer) as bin_index,
+        case when frequency_rank <= {{ var('monitored_categories', 20) }} then category end as category,
+        sum(count_rows)::double / sum(sum(count_rows)) over (partition by column_name) as expected_share
+    from category_counts
+    group by 1, 2, 3
+    union all
+    -- bin 0 exists even when every value was frequent (its expected share is then 0)
+    select column_name, 0, null, 0.0
+    from category_counts
+    group by column_name
+    having count(*) <= {{ var('monitored_categories', 20) }}
 ),
 
 bins as (

@@ -3,6 +3,7 @@
     features for the same event, once the event has landed. Exact when the store knew every
     event the warehouse knows; the gap measures what it missed. -#}
 {%- set features = model_feature_columns() -%}
+{%- set key = ml_mart_column('key') -%}
 
 with
 
@@ -12,7 +13,7 @@ served as (
 ),
 
 warehouse as (
-    select * from {{ ref('fct_transaction_features') }}
+    select *, cast({{ adapter.quote(key) }} as varchar) as __event_key from {{ ml_features_relation() }}
 ),
 
 compared as (
@@ -22,9 +23,10 @@ compared as (
         served.model_id,
         '{{ feature }}' as feature_name,
         cast(served.served_features[{{ loop.index }}] as float) as served_value,
-        cast(warehouse.{{ feature }} as float) as warehouse_value
+        cast(warehouse.{{ adapter.quote(feature) }} as float) as warehouse_value
     from served
-    inner join warehouse using (transaction_id)
+    -- the mart's key is the landed event key (its value, as text)
+    inner join warehouse on warehouse.__event_key = served.event_key
     {{ "union all" if not loop.last }}
     {%- endfor %}
     {%- if not features %}

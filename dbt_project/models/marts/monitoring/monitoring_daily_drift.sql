@@ -1,26 +1,44 @@
-{%- set numeric = monitored_numeric_columns() -%}
-{%- set categorical = monitored_categorical_columns() %}
+{#- Each monitored field of what was served and of what landed, per event day, against the deployed
+    model's baseline. Any dataset: the fields are the source's (macros/monitoring/monitored_project.sql). -#}
+{%- set numeric = monitored_columns('numeric') -%}
+{%- set categorical = monitored_columns('categorical') -%}
+{%- set fields = ml_request_fields() -%}
+{%- set event_time = ml_landing('event_time') %}
 
 with
 
+-- The served record's fields, typed as the source declares them.
 served as (
-    select * from {{ ref('stg_serving__predictions') }}
+    select
+        event_date as __monitoring_day,
+        {%- for column in numeric + categorical %}
+        try_cast(record->>'{{ column }}' as {{ fields[column] }}) as {{ adapter.quote(column) }},
+        {%- endfor %}
+        request_id
+    from {{ ref('stg_serving__predictions') }}
 ),
 
 landed as (
-    select * from {{ ref('stg_bank__transactions') }}
+    select
+        {%- if event_time %}
+        cast(cast({{ adapter.quote(event_time) }} as timestamp) as date) as __monitoring_day,
+        {%- else %}
+        cast(null as date) as __monitoring_day,
+        {%- endif %}
+        *
+    from {{ ml_source_relation() }}
 ),
 
 baseline as (
     select * from {{ ref('monitoring_baseline') }}
-    where baseline_id = {{ selected_baseline_id(ref('monitoring_baseline')) }}
+    where baseline_id = {{ selected_monitoring_baseline(ref('monitoring_baseline')) }}
 ),
 
 -- One row per (source, record, monitored column): what was served and what landed.
 observations as (
     {%- set pairs = [] -%}
     {%- for column in numeric + categorical -%}
-    {%- for source, day in [('served', 'event_date'), ('landed', 'cast(event_at as date)')] -%}
+    {%- for source, day in [('served', '__monitoring_day'), ('landed', '__monitoring_day')] -%}
     {%- do pairs.append((column, source, day)) -%}
     {%- endfor -%}
     {%- endfor %}
@@ -29,12 +47,17 @@ observations as (
         '{{ source }}' as data_source,
         {{ day }} as day,
         '{{ column }}' as column_name,
-        {{ column }} is null as is_null,
-        {% if column in numeric %}cast({{ column }} as double){% else %}cast(null as double){% endif %} as numeric_value,
-        {% if column in categorical %}cast({{ column }} as varchar){% else %}cast(null as varchar){% endif %} as category_value
+        {{ adapter.quote(column) }} is null as is_null,
+        {% if column in numeric %}cast({{ adapter.quote(column) }} as double){% else %}cast(null as double){% endif %} as numeric_value,
+        {% if column in categorical %}cast({{ adapter.quote(column) }} as varchar){% else %}cast(null as varchar){% endif %} as category_value
     from {{ source }}
     {{ "union all" if not loop.last }}
     {%- endfor %}
+    {%- if not pairs %}
+    select cast(null as varchar) as data_source, cast(null as date) as day, cast(null as varchar) as column_name,
+        false as is_null, cast(null as double) as numeric_value, cast(null as varchar) as category_value
+    where false
+    {%- endif %}
 ),
 
 binned as (

@@ -1,14 +1,15 @@
-{%- set features = model_feature_columns() %}
+{%- set features = model_feature_columns() -%}
+{%- set timestamp = ml_mart_column('timestamp') %}
 
 with
 
 features as (
-    select * from {{ ref('fct_transaction_features') }}
+    select * from {{ ml_features_relation() }}
 ),
 
 baseline as (
     select * from {{ ref('monitoring_feature_baseline') }}
-    where baseline_id = {{ selected_baseline_id(ref('monitoring_feature_baseline')) }}
+    where baseline_id = {{ selected_monitoring_baseline(ref('monitoring_feature_baseline')) }}
 ),
 
 -- One row per (landed transaction, feature): the bin of the mart's value on the baseline's
@@ -16,10 +17,10 @@ baseline as (
 binned as (
     {%- for feature in features %}
     select
-        cast(features.event_at as date) as day,
+        cast(features.{{ adapter.quote(timestamp) }} as date) as day,
         '{{ feature }}' as feature_name,
-        case when features.{{ feature }} is not null
-            then len(list_filter(baseline.edges, e -> e <= cast(features.{{ feature }} as double))) + 1
+        case when features.{{ adapter.quote(feature) }} is not null
+            then len(list_filter(baseline.edges, e -> e <= cast(features.{{ adapter.quote(feature) }} as double))) + 1
         end as bin_index
     from features
     inner join baseline on baseline.feature_name = '{{ feature }}'

@@ -28,7 +28,8 @@ daily as (
         count(distinct request_id) as count_requests,
         count(*) as count_predictions,
         avg(score) as mean_score,
-        avg(predicted_label) as positive_rate
+        -- binary only: the share predicted positive
+        avg(case predicted_label when '1' then 1.0 when '0' then 0.0 end) as positive_rate
     from binned
     group by all
 ),

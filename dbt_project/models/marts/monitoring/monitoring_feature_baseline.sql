@@ -7,12 +7,13 @@
     )
 }}
 
-{%- set features = model_feature_columns() %}
+{%- set features = model_feature_columns() -%}
+{%- set timestamp = ml_mart_column('timestamp') %}
 
 with
 
 features as (
-    select * from {{ ref('fct_transaction_features') }}
+    select * from {{ ml_features_relation() }}
 ),
 
 boundary as (
@@ -32,7 +33,7 @@ version as (
 training_window as (
     select features.*
     from features
-    where features.event_at < (select train_end from boundary)
+    where features.{{ adapter.quote(timestamp) }} < (select train_end from boundary)
 ),
 
 -- Each feature's frozen bins: between its distinct training-window deciles, open-ended at both
@@ -42,9 +43,9 @@ edges as (
     select
         '{{ feature }}' as feature_name,
         {{ loop.index }} as feature_order,
-        list_sort(list_distinct(quantile_cont(cast({{ feature }} as double),
+        list_sort(list_distinct(quantile_cont(cast({{ adapter.quote(feature) }} as double),
             [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))) as edges,
-        (count(*) - count({{ feature }}))::double / nullif(count(*), 0) as baseline_null_fraction
+        (count(*) - count({{ adapter.quote(feature) }}))::double / nullif(count(*), 0) as baseline_null_fraction
     from training_window
     {{ "union all" if not loop.last }}
     {%- endfor %}
@@ -54,11 +55,11 @@ binned as (
     {%- for feature in features %}
     select
         '{{ feature }}' as feature_name,
-        len(list_filter(edges.edges, e -> e <= cast(training_window.{{ feature }} as double))) + 1 as bin_index,
+        len(list_filter(edges.edges, e -> e <= cast(training_window.{{ adapter.quote(feature) }} as double))) + 1 as bin_index,
         count(*) as count_in_bin
     from training_window
     inner join edges on edges.feature_name = '{{ feature }}'
-    where training_window.{{ feature }} is not null
+    where training_window.{{ adapter.quote(feature) }} is not null
     group by all
     {{ "union all" if not loop.last }}
     {%- endfor %}

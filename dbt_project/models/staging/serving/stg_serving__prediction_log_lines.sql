@@ -1,7 +1,11 @@
 {#- Every record of every non-empty line of every prediction log file (a line is one request:
     its records and their predictions), parsed; a line or record that is not a complete
-    prediction is kept and flagged (malformed_reason), never dropped. -#}
-{%- set fields = prediction_log_input_fields() -%}
+    prediction is kept and flagged (malformed_reason), never dropped. The record stays as it was
+    received (JSON); its fields are checked against the source's declared types, and its event
+    key and time (the source's meta.landing) are typed beside it. -#}
+{%- set fields = ml_request_fields() -%}
+{%- set event_key = ml_landing('event_key') -%}
+{%- set event_time = ml_landing('event_time') -%}
 {%- set logs = source('serving', 'prediction_logs') -%}
 
 with
@@ -97,13 +101,34 @@ parsed as (
         count_records,
         count_predictions,
         coalesce(json_type(record) = 'OBJECT', false) as has_inputs,
-        try_cast(prediction->>'score' as double) as score,
-        try_cast(prediction->>'label' as integer) as label,
+        -- binary answers carry score, regression prediction, multiclass probabilities (score: the top one)
+        coalesce(
+            try_cast(prediction->>'score' as double),
+            try_cast(prediction->>'prediction' as double),
+            list_max(try_cast(json_extract(prediction, '$.probabilities.*') as double[]))
+        ) as score,
+        prediction->>'label' as label,
         try_cast(feature_row as double[]) as served_features,
-        {%- for name, type in fields.items() %}
-        record->>'{{ name }}' as {{ name }}_text,
-        try_cast(record->>'{{ name }}' as {{ type }}) as {{ name }}{{ "," if not loop.last }}
-        {%- endfor %}
+        case when json_type(record) = 'OBJECT' then record end as record,
+        {%- if event_key %}
+        record->>'{{ event_key | replace("'", "''") }}' as event_key,
+        {%- else %}
+        cast(null as varchar) as event_key,
+        {%- endif %}
+        {%- if event_time %}
+        try_cast(record->>'{{ event_time | replace("'", "''") }}' as timestamp) as event_at,
+        {%- else %}
+        cast(null as timestamp) as event_at,
+        {%- endif %}
+        -- the first field whose value is not of its declared type
+        case
+            when false then null
+            {%- for name, type in fields.items() %}
+            {%- set key = name | replace("'", "''") %}
+            when record->>'{{ key }}' is not null and try_cast(record->>'{{ key }}' as {{ type }}) is null
+                then 'records[' || record_index || '].{{ key }} is not a {{ type }}'
+            {%- endfor %}
+        end as field_error
     from logged_records
 ),
 
@@ -123,12 +148,14 @@ final as (
             when count_records <> count_predictions
                 then count_records || ' records but ' || count_predictions || ' predictions'
             when not has_inputs then 'records[' || record_index || '] is not an object'
-            when score is null then 'predictions[' || record_index || '].score missing or not a number'
-            {%- for name, type in fields.items() %}
-            when {{ name }}_text is not null and {{ name }} is null then 'records[' || record_index || '].{{ name }} is not a {{ type }}'
-            {%- endfor %}
-            when txn_id is null then 'records[' || record_index || '].txn_id missing'
-            when txn_ts is null then 'records[' || record_index || '].txn_ts missing'
+            when score is null then 'predictions[' || record_index || '] has no score, prediction or probabilities'
+            when field_error is not null then field_error
+            {%- if event_key %}
+            when event_key is null then 'records[' || record_index || '].{{ event_key | replace("'", "''") }} missing'
+            {%- endif %}
+            {%- if event_time %}
+            when event_at is null then 'records[' || record_index || '].{{ event_time | replace("'", "''") }} missing or not a timestamp'
+            {%- endif %}
         end as malformed_reason,
         malformed_reason is not null as is_malformed,
         request_id,
@@ -138,9 +165,9 @@ final as (
         score,
         label,
         served_features,
-        {%- for name in fields %}
-        {{ name }}{{ "," if not loop.last }}
-        {%- endfor %}
+        record,
+        event_key,
+        event_at
     from parsed
 )
 

@@ -18,8 +18,10 @@ final as (
         score,
         label as predicted_label,
         served_features,
-        {{ bank_transaction_columns() }},
-        cast(cast(txn_ts as timestamp) as date) as event_date,
+        record,
+        event_key,
+        event_at,
+        cast(event_at as date) as event_date,
         log_file,
         line_number
     from well_formed
