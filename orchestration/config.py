@@ -100,7 +100,8 @@ class Monitoring:
     important_features: tuple[str, ...] = ()
     """Monitored fields (the source's names, as they land) or model features (the features mart's
     names, drift over 7 days of landed data) whose drift can trigger a retrain; the others are
-    only reported. Empty: every monitored field and feature can."""
+    only reported. Empty: drift triggers nothing (list the fields and features to watch; a
+    feature that grows with history, such as a 30-day count, drifts by construction)."""
     lookback_days: int = 3
     """The policy reads the newest this many days after the champion's training data."""
     max_auc_drop: float = 0.05

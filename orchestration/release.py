@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import subprocess
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -26,7 +27,7 @@ from orchestration.dbt import compile_inline
 from orchestration.errors import StageError
 from orchestration.ingest import partition_files
 from serving import registry
-from serving.bundle import FUSED_FILE, FUSED_GATE, Bundle, load_bundle, write_gate_report
+from serving.bundle import FUSED_FILE, FUSED_GATE, Bundle, InputField, load_bundle, write_gate_report
 from serving.errors import BundleError
 from serving.predictor import ModelScorer, Predictor
 from training import dbt_manifest
@@ -42,7 +43,7 @@ from training.gates import (GateResult, latency_gate, metric_gates, regression_g
 from training.online import store_as_of
 from training.parity import ParityReport, Replayed, check_parity, held_out_raw_rows, replay
 from training.run import TrainedModel
-from training.serving_sql import check_serving_sql
+from training.serving_sql import check_serving_sql, request_schema
 from training.tracking import RunRecord, record_gates
 
 PACKAGES = ("dbt-core", "dbt-duckdb", "duckdb", "scikit-learn", "skl2onnx", "onnx", "onnxruntime",
@@ -119,8 +120,9 @@ def _fused_model(ctx: RunContext, provisional: Bundle) -> tuple[FusedModel | Non
     Decided here, before the bundle is sealed, so the served path is part of the content hash.
     Nothing that goes wrong here stops the run: the SQL path serves instead."""
     spec, trained = ctx.state["spec"], ctx.state["trained"]
+    schema = provisional.manifest.input_schema
     try:
-        fused = compile_fused(provisional.serving_sql, ctx.state["input_schema"], provisional.tables, spec.features,
+        fused = compile_fused(provisional.serving_sql, schema, provisional.tables, spec.features,
                               trained.onnx, {e.relation: e for e in provisional.manifest.entity_state})
     except FusedCompileError as exc:
         return None, None, str(exc)
@@ -128,8 +130,8 @@ def _fused_model(ctx: RunContext, provisional: Bundle) -> tuple[FusedModel | Non
         return None, None, f"the fused compiler failed ({type(exc).__name__}: {exc}); please report it"
     if fault_injected("fused_load"):  # tests: a graph ONNX Runtime cannot load (orchestration/faults.py)
         fused = dataclasses.replace(fused, onnx=with_bool_where(fused.onnx))
-    raw = _holdout_rows(ctx)
-    edges = _distinct_events(edge_case_rows(raw, list(ctx.state["input_schema"]), ctx.cfg.seed), ctx.state["states"])
+    raw = _holdout_rows(ctx, schema)
+    edges = _distinct_events(edge_case_rows(raw, list(schema), ctx.cfg.seed), ctx.state["states"])
     candidate = dataclasses.replace(provisional, fused_bytes=fused.onnx, manifest=dataclasses.replace(
         provisional.manifest, fused=_fused_entry(fused)))
     with store_as_of(ctx.cfg.warehouse, ctx.state["states"], _holdout_start(ctx)) as store:
@@ -165,10 +167,15 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     ctx.state["states"] = states
     # Refuse features that cannot run row by row (or read the future) before anything is written.
     check_serving_sql(serving_sql, tables, {s.spec.relation: s.spec for s in states})
+    # The request carries what the features read (and what the store and monitoring need), not
+    # every landing column.
+    keep = dbt_manifest.always_requested(ctx.state["manifest"], ctx.cfg.dbt.source).union(
+        *({s.spec.key, s.spec.event_key, s.spec.time, *s.spec.fields} for s in states))
+    schema = request_schema(serving_sql, ctx.state["input_schema"], keep)
     manifest = bundle_manifest_fields(
         task=ctx.cfg.task,
         feature_names=spec.features,
-        input_schema=ctx.state["input_schema"],
+        input_schema=schema,
         threshold=trained.threshold,
         classes=trained.classes,
         metrics=trained.metrics,
@@ -206,14 +213,14 @@ def _holdout_start(ctx: RunContext) -> str:
     return ctx.state["split"].valid_end.isoformat()
 
 
-def _holdout_rows(ctx: RunContext) -> Any:
+def _holdout_rows(ctx: RunContext, fields: Sequence[InputField]) -> Any:
     """Held-out raw rows (test days, input fields only) for parity and gates: with entity state,
     the window's first ``parity.rows`` events in order (replayed through the store); else a
     seeded sample."""
     split: SplitBoundaries = ctx.state["split"]
     held_out = [p for p in partition_files(ctx.cfg.landing, ctx.source_table) if p.stem >= split.valid_end.isoformat()]
     states = ctx.state["states"]
-    return held_out_raw_rows(held_out, [f.name for f in ctx.state["input_schema"]], ctx.cfg.parity.rows, ctx.cfg.seed,
+    return held_out_raw_rows(held_out, [f.name for f in fields], ctx.cfg.parity.rows, ctx.cfg.seed,
                              time=states[0].spec.time if states else None, start=_holdout_start(ctx) if states else None)
 
 
@@ -256,7 +263,7 @@ def _scored_holdout(ctx: RunContext, candidate: Bundle) -> pa.Table:
     return pa.table(columns)
 
 
-def _champion_comparison(ctx: RunContext, candidate: Bundle, cand: Replayed, raw: pa.Table) -> GateResult:
+def _champion_comparison(ctx: RunContext, candidate: Bundle, cand: Replayed) -> GateResult:
     """Candidate and champion, each through its own serving path, on the same held-out raw rows."""
     spec, trained = ctx.state["spec"], ctx.state["trained"]
     champion = registry.read_champion(ctx.cfg.registry)
@@ -274,8 +281,10 @@ def _champion_comparison(ctx: RunContext, candidate: Bundle, cand: Replayed, raw
             error = str(exc)
         else:
             try:
-                champ = replay(champ_bundle, raw, ctx.cfg.warehouse, spec.key, _raw_time(ctx), ctx.state["states"],
-                               _holdout_start(ctx))
+                # The same held-out events, with the fields the champion's request schema has.
+                fields = champ_bundle.manifest.input_schema
+                champ = replay(champ_bundle, _holdout_rows(ctx, fields), ctx.cfg.warehouse, spec.key,
+                               _raw_time(ctx, fields), ctx.state["states"], _holdout_start(ctx))
                 champ_scores = _scores(champ_bundle, champ.matrix)
             except (ValueError, LookupError, OSError, duckdb.Error, BundleError) as exc:
                 error = str(exc)
@@ -284,12 +293,12 @@ def _champion_comparison(ctx: RunContext, candidate: Bundle, cand: Replayed, raw
                            champion["bundle_id"] if champion else None, error)
 
 
-def _raw_time(ctx: RunContext) -> str:
+def _raw_time(ctx: RunContext, fields: Sequence[InputField]) -> str:
     """The raw field the replay orders by: the entity's event time (any timestamp field without entity state)."""
     states = ctx.state["states"]
     if states:
         return states[0].spec.time
-    return next(f.name for f in ctx.state["input_schema"] if f.type == "timestamp")
+    return next(f.name for f in fields if f.type == "timestamp")
 
 
 def _scores(bundle: Any, matrix: np.ndarray) -> np.ndarray:
@@ -313,12 +322,13 @@ def _labels(ctx: RunContext, keys: pa.Array) -> np.ndarray:
 
 def _gate_results(ctx: RunContext, stack: contextlib.ExitStack, path: Path) -> list[GateResult]:
     cfg, trained, spec = ctx.cfg, ctx.state["trained"], ctx.state["spec"]
-    raw = _holdout_rows(ctx)
     candidate = load_bundle(path)
+    raw = _holdout_rows(ctx, candidate.manifest.input_schema)
     ctx.echo(f"parity check: replaying {raw.num_rows:,} held-out raw rows through the serving path and the online store")
     # One replay of the candidate serves both the parity gate and the champion comparison.
     store = stack.enter_context(store_as_of(cfg.warehouse, ctx.state["states"], _holdout_start(ctx)))
-    served = replay(candidate, raw, cfg.warehouse, spec.key, _raw_time(ctx), ctx.state["states"], _holdout_start(ctx),
+    served = replay(candidate, raw, cfg.warehouse, spec.key, _raw_time(ctx, candidate.manifest.input_schema),
+                    ctx.state["states"], _holdout_start(ctx),
                     store)
     parity = check_parity(candidate, served, cfg.warehouse, spec,
                           feature_rtol=cfg.parity.feature_rtol, score_atol=cfg.parity.score_atol)
@@ -337,7 +347,7 @@ def _gate_results(ctx: RunContext, stack: contextlib.ExitStack, path: Path) -> l
         results.append(latency_gate(predictor, records, cfg.gates.max_p99_latency_ms))
     finally:
         predictor.close()
-    results.append(_champion_comparison(ctx, candidate, served, raw))
+    results.append(_champion_comparison(ctx, candidate, served))
     return results
 
 

@@ -28,6 +28,8 @@ def write_config(root: Path, **overrides: object) -> Path:
         # Functional tests share 2 cores with other tests; latency is measured in bench/, and the
         # latency gate's blocking is tested on its own with a tiny budget.
         "gates": {"max_p99_latency_ms": 5000, "latency_samples": 50},
+        # As pipeline.yml: the landed fields whose drift can trigger a retrain.
+        "monitoring": {"important_features": ["amount", "merchant_category", "country_code", "channel"]},
     }
     for key, value in overrides.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value

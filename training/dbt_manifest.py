@@ -144,6 +144,19 @@ def input_schema(manifest: dict[str, Any], source: str, *, include_labels: bool 
     return tuple(fields)
 
 
+def always_requested(manifest: dict[str, Any], source: str) -> frozenset[str]:
+    """Source fields a request carries even when no feature reads them: the landing event key and
+    time (they join a served record to what landed) and columns declared ``meta: {request: true}``."""
+    source_name, _, table = source.partition(".")
+    out: set[str] = set()
+    for node in manifest["sources"].values():
+        if node["source_name"] == source_name and node["name"] == table:
+            landing = (node.get("meta") or {}).get("landing") or {}
+            out.update(v for k, v in landing.items() if k in ("event_key", "event_time") and v)
+            out.update(name for name, col in node["columns"].items() if (col.get("meta") or {}).get("request") is True)
+    return frozenset(out)
+
+
 def fitted_state_relations(manifest: dict[str, Any]) -> dict[str, str]:
     """Model name -> ``schema.table`` for models with ``meta.role: fitted_state``."""
     return {

@@ -9,11 +9,12 @@ reported with the feature it feeds.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 import sqlglot
 from sqlglot import exp
 
+from serving.bundle import InputField
 from training.errors import UnservableFeatureError
 
 # Function names (sqlglot's, upper case) whose value depends on something other than the row.
@@ -101,3 +102,17 @@ def check_serving_sql(sql: str, frozen_relations: Iterable[str], entities: Colle
             f"{len(problems)} construct(s) cannot run at serving: {listed}. Compute such values in the "
             "warehouse as entity state or fitted statistics (models with meta.role fitted_state) instead."
         )
+
+
+def referenced_columns(sql: str) -> frozenset[str]:
+    """Every column name the SQL refers to anywhere (any relation, any CTE), as written."""
+    return frozenset(column.name for tree in sqlglot.parse(sql, read="duckdb") if tree is not None
+                     for column in tree.find_all(exp.Column))
+
+
+def request_schema(sql: str, fields: Sequence[InputField], keep: Collection[str] = ()) -> tuple[InputField, ...]:
+    """The source fields a request must carry: those the serving SQL reads, and ``keep`` (the
+    entities' keys, event keys, times and event fields, which the online store records, and
+    fields declared ``meta: {request: true}``). Landing may carry columns that no model uses."""
+    used = referenced_columns(sql) | set(keep)
+    return tuple(f for f in fields if f.name in used)

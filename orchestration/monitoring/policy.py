@@ -84,8 +84,7 @@ def decide(m: Measured, opts: Monitoring) -> Decision:
         return Decision(True, ("no champion",))
     fired: list[str] = []
     waiting: list[str] = []
-    important = opts.important_features or tuple(m.drift_psi)
-    drifted = {c: p for c, p in sorted(m.drift_psi.items()) if c in important and p >= opts.drift_psi_threshold}
+    drifted = {c: p for c, p in sorted(m.drift_psi.items()) if c in opts.important_features and p >= opts.drift_psi_threshold}
     if drifted:
         listed = ", ".join(f"{c} PSI {p:.3f} ({m.drift_day.get(c, '?')})" for c, p in drifted.items())
         if m.new_labelled_rows > 0:
@@ -111,7 +110,7 @@ def decide(m: Measured, opts: Monitoring) -> Decision:
     parts = [
         "no drift measured after the champion's data" if top is None else
         f"largest drift {top[0]} PSI {top[1]:.3f} (threshold {opts.drift_psi_threshold:g} on "
-        f"{', '.join(opts.important_features) or 'every monitored field and feature'})",
+        f"{', '.join(opts.important_features) or 'nothing: monitoring.important_features is empty'})",
         "no labelled served predictions yet" if m.served_auc is None else
         f"served ROC AUC {m.served_auc:.4f} (point in time {_shown(m.point_in_time_auc)}) vs champion "
         f"{m.champion_auc} ({m.positive_labels} positive labels)",

@@ -152,7 +152,8 @@ def audit(cfg: PipelineConfig, manifest: dict[str, Any], seed: int | None = None
         if not path.is_dir():
             unknown.append(model_id)
             continue
-        predictor = Predictor(load_bundle(path))
+        # Entity state from the store beside the registry, point in time; replaying writes nothing.
+        predictor = Predictor(load_bundle(path), record=False)
         try:
             # The records as the server received them, through the same validation it ran.
             replayed = predictor.predict([json.loads(cols["record"][i]) for i in idx]).scores

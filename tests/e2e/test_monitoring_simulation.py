@@ -46,12 +46,12 @@ def test_simulated_drift_triggers_a_retrain(drifted: tuple[subprocess.CompletedP
                            "order by day").fetchall()
         decisions = con.execute("select fire, reasons from monitoring.retrain_decisions order by decided_at").fetchall()
         drift = con.execute("select max(psi) from monitoring.monitoring_daily_drift "
-                            "where data_source = 'served' and column_name = 'country'").fetchone()[0]
+                            "where data_source = 'served' and column_name = 'country_code'").fetchone()[0]
         logged = con.execute("select count(*) from staging.stg_serving__predictions").fetchone()[0]
     assert len(days) == 2 and all(d[1] > 500 for d in days)
     assert days[0][3] is False and "waiting for labels" in decisions[-2][1][0]  # day 1: drift seen, labels not yet
     assert days[1][2] and days[1][3] is True  # day 2: day 1's labels landed, the policy fired
-    assert decisions[-1][1][0].startswith("drift: country PSI")
+    assert decisions[-1][1][0].startswith("drift: country_code PSI")
     assert drift > 1.0 and logged == sum(d[1] for d in days)
     assert _champion(root) != _champion(pipeline_run.root)
 
@@ -66,8 +66,8 @@ def test_report_shows_every_section_in_chromium(drifted: tuple[subprocess.Comple
                          capture_output=True, text=True, timeout=120).stdout
     for section in SECTIONS:
         assert f'id="{section}"' in dom, section
-    assert "Drift of served inputs" in dom and "served country" in dom and "<polyline" in dom
-    assert "drift: country PSI" in dom  # the retrain decision and its reason
+    assert "Drift of served inputs" in dom and "served country_code" in dom and "<polyline" in dom
+    assert "drift: country_code PSI" in dom  # the retrain decision and its reason
 
 
 def test_simulated_stable_period_does_not_retrain(pipeline_run: PipelineRun, tmp_path: Path) -> None:

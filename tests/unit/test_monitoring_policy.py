@@ -16,7 +16,8 @@ from orchestration.monitoring.simulate import SimulationOptions
 from orchestration.monitoring.errors import SimulationError
 
 ROOT = Path(__file__).resolve().parents[2]
-OPTS = Monitoring(min_new_labelled_rows=10_000, max_model_age_days=30)
+OPTS = Monitoring(important_features=("amount", "merchant_category", "country_code", "channel"), min_new_labelled_rows=10_000,
+                  max_model_age_days=30)
 CHAMPION = dict(champion_id="b" * 64, champion_auc=0.95, champion_data_end=dt.date(2026, 1, 20),
                 newest_day=dt.date(2026, 1, 22))
 

@@ -1,7 +1,8 @@
 import pytest
 
 from training.errors import UnservableFeatureError
-from training.serving_sql import check_serving_sql
+from serving.bundle import InputField
+from training.serving_sql import check_serving_sql, referenced_columns, request_schema
 
 GOOD = """
 with staged as (select __row_id, cast(amount as double) as amount from request),
@@ -40,3 +41,13 @@ def test_unservable_constructs_name_the_feature_and_construct(replacement: str, 
 def test_unfrozen_table_is_refused_even_if_it_exists_in_the_warehouse() -> None:
     with pytest.raises(UnservableFeatureError, match="table fitted_stats \\(not frozen into the bundle\\)"):
         check_serving_sql(GOOD, set())
+
+
+def test_the_request_schema_is_what_the_serving_sql_reads_plus_what_is_kept() -> None:
+    fields = (InputField("id", "string", False), InputField("Sepal.Length", "double", True),
+              InputField("note", "string", True), InputField("ts", "timestamp", False))
+    sql = ('with staged as (select __row_id, cast("Sepal.Length" as double) as sepal_length from request) '
+           "select __row_id, sepal_length * 2 as doubled from staged order by __row_id")
+    assert [f.name for f in request_schema(sql, fields)] == ["Sepal.Length"]
+    assert [f.name for f in request_schema(sql, fields, keep={"id", "ts"})] == ["id", "Sepal.Length", "ts"]
+    assert "note" not in referenced_columns(sql)

@@ -122,6 +122,21 @@
     built for its training window (var train_end: the orchestrator passes the champion's), else the newest. -#}
 {% macro selected_monitoring_baseline(baseline) -%}
     (select baseline_id from {{ baseline }}
-     {%- if var('train_end', none) %} where train_end = cast({{ split_boundary('train_end') }} as date){% endif %}
+     {%- if var('train_end', none) %} where train_end = {{ monitoring_train_end() }}{% endif %}
      order by built_at desc, baseline_id limit 1)
+{%- endmacro %}
+
+{#- The first day after the training window: var train_end (the orchestrator passes the deployed
+    model's), else 70% of the landed days, as the pipeline's default split. -#}
+{% macro monitoring_train_end() -%}
+    {%- if var('train_end', none) -%}
+        cast('{{ var('train_end') }}' as date)
+    {%- else -%}
+        {%- set event_time = ml_landing('event_time') -%}
+        (
+            select min(day) + cast(floor((max(day) - min(day) + 1) * 0.70) as integer)
+            from (select cast(cast({{ adapter.quote(event_time or 'event_at') }} as timestamp) as date) as day
+                  from {{ ml_source_relation() }})
+        )
+    {%- endif -%}
 {%- endmacro %}

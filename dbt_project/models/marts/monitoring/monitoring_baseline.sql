@@ -17,7 +17,7 @@
 with
 
 boundary as (
-    select cast({{ split_boundary('train_end') }} as date) as train_end
+    select {{ monitoring_train_end() }} as train_end
 ),
 
 training_window as (

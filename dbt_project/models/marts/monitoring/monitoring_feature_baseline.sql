@@ -17,7 +17,7 @@ features as (
 ),
 
 boundary as (
-    select cast({{ split_boundary('train_end') }} as date) as train_end
+    select {{ monitoring_train_end() }} as train_end
 ),
 
 -- The version monitoring_baseline built for this training window: both are versioned together,
