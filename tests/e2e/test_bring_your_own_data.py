@@ -23,6 +23,7 @@ from serving.bundle import load_bundle
 from serving.predictor import ModelScorer
 from serving.prediction_log import logged_predictions
 from serving.registry import read_champion, resolve_bundle_path
+from orchestration.monitoring.template import copy_monitoring, project_vars
 from tests.conftest import run_orchestrator
 from tests.e2e.serverproc import start_server
 from training.dbt_manifest import feature_spec, load_manifest
@@ -88,6 +89,11 @@ def byod_run(tmp_path_factory: pytest.TempPathFactory) -> ByodRun:
     """The BYOD project and 12 seeded days of deliveries, through ``orchestrate.py`` once."""
     root = tmp_path_factory.mktemp("byod")
     shutil.copytree(HERE / "byod_dbt_project", root / "dbt_project")
+    # The monitoring models, copied as `init` copies them into a project it writes.
+    copy_monitoring(root / "dbt_project")
+    project = yaml.safe_load((root / "dbt_project" / "dbt_project.yml").read_text())
+    project["vars"].update(project_vars("shop.deliveries", "fct_delivery_features", "regression", "duration_s"))
+    (root / "dbt_project" / "dbt_project.yml").write_text(yaml.safe_dump(project))
     rng = np.random.default_rng(3)
     for d in range(DAYS):
         day = FIRST_DAY + dt.timedelta(days=d)
@@ -187,7 +193,8 @@ def test_a_live_day_is_served_as_the_warehouse_computes_it_point_in_time(byod_ru
     for r in records:
         r["placed_ts"] = r["placed_ts"].isoformat()
     store = byod_run.root / "artifacts" / "online_store"
-    server = start_server("--registry", str(byod_run.registry), "--prediction-logs", str(tmp_path / "logs"),
+    logs = byod_run.root / "artifacts" / "prediction_logs"  # where monitor reads them
+    server = start_server("--registry", str(byod_run.registry), "--prediction-logs", str(logs),
                           "--store", f"embedded:{store}", work=tmp_path / "server")
     try:
         metadata = httpx.get(f"{server.base}/metadata").json()
@@ -212,7 +219,7 @@ def test_a_live_day_is_served_as_the_warehouse_computes_it_point_in_time(byod_ru
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert read_champion(byod_run.registry)["bundle_id"] == bundle.manifest.bundle_id  # one model served throughout
 
-    logged = {p["inputs"]["order_ref"]: p for p in logged_predictions(sorted((tmp_path / "logs").glob("*.jsonl")))}
+    logged = {p["inputs"]["order_ref"]: p for p in logged_predictions(sorted(logs.glob("*.jsonl")))}
     keys = [r["order_ref"] for r in records]
     assert sorted(logged) == sorted(keys)
     names, warehouse = _warehouse_features(byod_run, keys)
@@ -242,3 +249,17 @@ def test_a_live_day_is_served_as_the_warehouse_computes_it_point_in_time(byod_ru
     assert counts.tolist() == [int(((times >= t - week) & (times < t)).sum()) for t in at]
     before_the_day = int(((times >= at[-1] - week) & (times < day)).sum())
     assert len(mine) >= 3 and counts[-1] == before_the_day + len(mine) - 1
+
+    # Monitoring, written for no dataset in particular, watched this one: the served day's inputs,
+    # features, scores and (regression) errors, and the replay of every logged record.
+    assert f"online/offline consistency: {len(records) * len(names)} served feature values equal" in result.stdout
+    assert f"replay audit of {len(records)} logged predictions (0 not landed yet): served inputs equal" in result.stdout
+    with duckdb.connect(str(byod_run.root / "warehouse.duckdb"), read_only=True) as con:
+        performance = con.execute("select count_labelled, mae, rmse from monitoring.monitoring_daily_performance "
+                                  "where day = ?", [day.date()]).fetchone()
+        drifted = {r[0] for r in con.execute("select column_name from monitoring.monitoring_daily_drift "
+                                             "where data_source = 'served' and day = ?", [day.date()]).fetchall()}
+        malformed = con.execute("select sum(count_malformed) from monitoring.monitoring_log_quality").fetchone()[0]
+    assert performance[0] == len(records) and 0 < performance[1] <= performance[2]
+    assert drifted == {"courier_id", "distance_m", "item_count", "region_name", "raining", "restaurant_ref"}
+    assert malformed == 0

@@ -32,10 +32,10 @@ def test_stable_does_not_fire_and_says_why() -> None:
 
 
 def test_drift_on_important_feature_fires_once_labels_exist() -> None:
-    waiting = decide(Measured(**CHAMPION, drift_psi={"country": 0.9}, new_labelled_rows=0), OPTS)
+    waiting = decide(Measured(**CHAMPION, drift_psi={"country_code": 0.9}, new_labelled_rows=0), OPTS)
     assert not waiting.fire and "waiting for labels" in waiting.reasons[0]
-    fired = decide(Measured(**CHAMPION, drift_psi={"country": 0.9}, new_labelled_rows=5), OPTS)
-    assert fired.fire and fired.reasons[0].startswith("drift: country PSI 0.900")
+    fired = decide(Measured(**CHAMPION, drift_psi={"country_code": 0.9}, new_labelled_rows=5), OPTS)
+    assert fired.fire and fired.reasons[0].startswith("drift: country_code PSI 0.900")
 
 
 def test_drift_on_unimportant_column_does_not_fire() -> None:

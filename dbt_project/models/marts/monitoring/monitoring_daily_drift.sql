@@ -7,12 +7,15 @@
 
 with
 
--- The served record's fields, typed as the source declares them.
+-- The served record's fields, typed as the source declares them; a field the record does not
+-- carry (a landing column no feature reads is not a request field) is not observed.
 served as (
     select
         event_date as __monitoring_day,
         {%- for column in numeric + categorical %}
-        try_cast(record->>'{{ column }}' as {{ fields[column] }}) as {{ adapter.quote(column) }},
+        {%- set key = column | replace("'", "''") %}
+        try_cast(record->>'{{ key }}' as {{ fields[column] }}) as {{ adapter.quote(column) }},
+        json_exists(record, '$."{{ key | replace('"', '\\"') }}"') as {{ adapter.quote('__served:' ~ column) }},
         {%- endfor %}
         request_id
     from {{ ref('stg_serving__predictions') }}
@@ -51,6 +54,9 @@ observations as (
         {% if column in numeric %}cast({{ adapter.quote(column) }} as double){% else %}cast(null as double){% endif %} as numeric_value,
         {% if column in categorical %}cast({{ adapter.quote(column) }} as varchar){% else %}cast(null as varchar){% endif %} as category_value
     from {{ source }}
+    {%- if source == 'served' %}
+    where {{ adapter.quote('__served:' ~ column) }}
+    {%- endif %}
     {{ "union all" if not loop.last }}
     {%- endfor %}
     {%- if not pairs %}
