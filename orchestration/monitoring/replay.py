@@ -98,6 +98,10 @@ def _literal(name: str) -> str:
     return "'" + name.replace("'", "''") + "'"
 
 
+def _json_path(name: str) -> str:
+    return '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def audit(cfg: PipelineConfig, manifest: dict[str, Any], seed: int | None = None) -> AuditReport:
     """Replay a seeded sample of logged predictions; see the module docstring. The fields, their
     types and the event key are the dbt source's (``dbt.source`` and its ``meta.landing``)."""
@@ -110,7 +114,10 @@ def audit(cfg: PipelineConfig, manifest: dict[str, Any], seed: int | None = None
             return AuditReport()
         landed = key is not None and _exists(con, raw)
         # Each field as served (the logged JSON, read with the source's type) and as it landed.
-        served = ", ".join(f"try_cast(l.record->>{_literal(f.name)} as {f.sql_type}) as {_quoted('served:' + f.name)}"
+        # Each field as served (the logged JSON, read with the source's type) and as it landed;
+        # a field the record does not carry (not in that model's request schema) is not compared.
+        served = ", ".join(f"try_cast(l.record->>{_literal(f.name)} as {f.sql_type}) as {_quoted('served:' + f.name)}, "
+                           f"json_exists(l.record, {_literal(_json_path(f.name))}) as {_quoted('sent:' + f.name)}"
                            for f in fields)
         reference = ", ".join(
             (f"cast(r.{_quoted(f.name)} as {f.sql_type})" if landed else "null") + f" as {_quoted('landed:' + f.name)}"
@@ -140,9 +147,9 @@ def audit(cfg: PipelineConfig, manifest: dict[str, Any], seed: int | None = None
 
     landed_mask = cols["is_landed"]
     for f in fields:
-        served_values, landed_values = cols["served:" + f.name], cols["landed:" + f.name]
+        served_values, landed_values, sent = cols["served:" + f.name], cols["landed:" + f.name], cols["sent:" + f.name]
         for i in range(n):
-            if landed_mask[i] and served_values[i] != landed_values[i]:
+            if landed_mask[i] and sent[i] and served_values[i] != landed_values[i]:
                 note(i, f.name, served_values[i], landed_values[i])
 
     unknown: list[str] = []
