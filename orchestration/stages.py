@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from orchestration import checks, demo_data, publish, records
+from orchestration import checks, conventions, demo_data, publish, records
 from orchestration.config import PipelineConfig
 from orchestration.context import RunContext, Stage
 from orchestration.monitoring import stages as monitoring_stages
@@ -58,6 +58,13 @@ def _parse(ctx: RunContext) -> dict[str, Any]:
     dbt = ctx.dbt()
     run_dbt(dbt, ["parse"])
     manifest = dbt_manifest.load_manifest(dbt.manifest_path)
+    problems = conventions.check(manifest, ctx.cfg.dbt_project, ctx.cfg.dbt.source)
+    for problem in problems:
+        if not problem.halts:
+            ctx.echo(f"WARN {problem.describe()}")
+            ctx.warnings.append(problem.describe())
+    if halting := [p.describe() for p in problems if p.halts]:
+        raise StageError("the dbt project does not follow the pipeline's conventions:\n  " + "\n  ".join(halting))
     ctx.state["manifest"] = manifest
     ctx.state["spec"] = dbt_manifest.feature_spec(manifest, ctx.cfg.dbt.features_model)
     ctx.state["input_schema"] = dbt_manifest.input_schema(manifest, ctx.cfg.dbt.source)
