@@ -76,7 +76,10 @@ def _type_name(value: Any) -> str:
 
 def _shown(value: Any) -> str:
     """A short, ASCII-safe rendering of a rejected value for error messages."""
-    text = ascii(value)
+    try:
+        text = ascii(value)
+    except RecursionError:  # a value nested past the recursion limit (a Python caller's; HTTP refuses it sooner)
+        return f"a {_type_name(value)} nested too deeply to show"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
