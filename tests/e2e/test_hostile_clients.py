@@ -140,3 +140,20 @@ def test_connections_past_the_cap_get_503_with_retry_after_and_are_released(serv
     timed_out = [line for line in metrics.splitlines() if line.startswith("serving_errors_total{kind=\"body_timeout\"}")]
     assert float(timed_out[0].rsplit(" ", 1)[1]) >= MAX_CONNECTIONS
     assert 'status="500"' not in metrics and "Traceback" not in server.output()
+
+
+def test_timestamps_are_one_grammar_refused_naming_the_field_and_logged_in_canonical_utc(
+        server: ServerProcess, raw_records: list[dict]) -> None:
+    for odd in ("2026-W05-5", "20260201T100000", "2026-02-01T10:00:00\0", "2026-02-01T10:00:00+24:00"):
+        r = httpx.post(f"{server.base}/predict", json={**raw_records[0], "txn_id": "odd", "txn_ts": odd})
+        assert r.status_code == 422, (odd, r.text)
+        (problem,) = r.json()["problems"]
+        assert problem["field"] == "txn_ts" and "YYYY-MM-DDTHH:MM:SS" in problem["problem"], problem
+    sent = {**raw_records[0], "txn_id": "zoned-1", "txn_ts": "2026-02-01t10:00:00+14:00"}
+    r = httpx.post(f"{server.base}/predict", json=sent, headers={"x-request-id": "zoned-1"})
+    assert r.status_code == 200, r.text
+    lines = [json.loads(line) for path in sorted((server.log_path.parent / "logs").glob("*.jsonl"))
+             for line in path.read_text().splitlines() if '"zoned-1"' in line]
+    (line,) = [line for line in lines if line["request_id"] == "zoned-1"]
+    assert line["records"] == [sent]  # as sent, and beside it the instant the server scored, in UTC
+    assert line["timestamps_utc"] == [{"txn_ts": "2026-01-31T20:00:00.000000Z"}]

@@ -61,6 +61,10 @@ requests as (
             when has_predictions then json_extract(doc, '$.predictions[*]')
             else []::json[]
         end as predictions,
+        -- Each record's timestamps as the server read them, canonical UTC (serving/timestamps.py);
+        -- absent in logs of earlier servers, whose strings utc_timestamp parses by the same grammar.
+        case when json_type(doc->'timestamps_utc') = 'ARRAY' then json_extract(doc, '$.timestamps_utc[*]') end
+            as timestamps_utc,
         case when is_record_line then try_cast(doc->>'record_index' as bigint) end as line_record_index,
         -- The feature vector each prediction used (model order); absent in logs of earlier servers.
         case when json_type(doc->'features') = 'ARRAY' then json_extract(doc, '$.features[*]') end as features
@@ -71,14 +75,15 @@ requests as (
 -- shorter list is padded with nulls). A line without records still gives one row, to be flagged.
 logged_records as (
     select
-        requests.* exclude (records, predictions, line_record_index, features),
+        requests.* exclude (records, predictions, line_record_index, features, timestamps_utc),
         len(records) as count_records,
         len(predictions) as count_predictions,
         unnest(range(greatest(len(records), len(predictions), 1))) as position,
         case when is_record_line then line_record_index else position end as record_index,
         unnest(records) as record,
         unnest(predictions) as prediction,
-        unnest(coalesce(features, []::json[])) as feature_row
+        unnest(coalesce(features, []::json[])) as feature_row,
+        unnest(coalesce(timestamps_utc, []::json[])) as record_utc
     from requests
 ),
 
@@ -102,7 +107,12 @@ parsed as (
         try_cast(feature_row as double[]) as served_features,
         {%- for name, type in fields.items() %}
         record->>'{{ name }}' as {{ name }}_text,
+        {%- if type == 'timestamp' %}
+        coalesce(record_utc->>'{{ name }}', {{ name }}_text) as {{ name }}_utc_text,
+        {{ utc_timestamp(name ~ '_utc_text') }} as {{ name }}{{ "," if not loop.last }}
+        {%- else %}
         try_cast(record->>'{{ name }}' as {{ type }}) as {{ name }}{{ "," if not loop.last }}
+        {%- endif %}
         {%- endfor %}
     from logged_records
 ),
