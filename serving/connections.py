@@ -80,6 +80,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._timer: asyncio.TimerHandle | None = None
+        self._running: Any = None
+        """The request cycle whose app runs (uvicorn's ``self.cycle`` is the newest parsed one)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -96,6 +98,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._drop_unanswered()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -113,6 +116,26 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # Bad bytes after a complete request: uvicorn answers 400 and closes at once, while that
+        # request may still be scoring; its answer would be written to the closed transport (a
+        # RuntimeError, logged as an internal error). It is dropped instead, as for a client that left.
+        self._drop_unanswered()
+        super().send_400_response(msg)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._running = cycle  # uvicorn tracks only the newest cycle; a pipelined one may run behind it
+        super()._start_asgi_task(cycle, app)
+
+    def _drop_unanswered(self) -> None:
+        """Mark every request of this connection not yet answered as disconnected, before the
+        transport closes: uvicorn marks only the newest, and a pipelined request running behind it
+        would write its answer to the closed transport."""
+        for cycle in (self._running, self.cycle, *(c for c, _ in self.pipeline)):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
 
     def _arm(self, seconds: float, callback: Any) -> None:
         self._disarm()
@@ -137,6 +160,7 @@ class GuardedProtocol(HttpToolsProtocol):
             "408 Request Timeout",
             f"the request's headers did not arrive within {self.limits.header_timeout_s:g} s; send the whole "
             "request at once (--header-timeout sets the limit)"))
+        self._drop_unanswered()
         self.transport.close()
 
     def _body_timed_out(self) -> None:
@@ -153,4 +177,5 @@ class GuardedProtocol(HttpToolsProtocol):
                 f"the request body did not arrive within {self.limits.body_timeout_s:g} s of its headers (fewer "
                 "bytes than Content-Length, or sent too slowly); send the whole body at once (--body-timeout "
                 "sets the limit)"))
+        self._drop_unanswered()
         self.transport.close()  # answered already (the app did not wait for the body): just let go

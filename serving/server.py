@@ -197,7 +197,8 @@ class ObserveAndContain:
             if status in (404, 405):
                 self.metrics.count_error("not_found" if status == 404 else "method_not_allowed")
             route = scope["path"] if scope["path"] in ROUTES else "other"
-            self.metrics.observe_request(route, scope["method"], status or 500, time.perf_counter() - started_at)
+            # Nothing sent and nothing raised: the client left first (499, as nginx counts it).
+            self.metrics.observe_request(route, scope["method"], status or 499, time.perf_counter() - started_at)
 
 
 _JSON_TYPES = {"string": {"type": "string"}, "double": {"type": "number"}, "integer": {"type": "integer"},

@@ -157,3 +157,20 @@ def test_timestamps_are_one_grammar_refused_naming_the_field_and_logged_in_canon
     (line,) = [line for line in lines if line["request_id"] == "zoned-1"]
     assert line["records"] == [sent]  # as sent, and beside it the instant the server scored, in UTC
     assert line["timestamps_utc"] == [{"txn_ts": "2026-01-31T20:00:00.000000Z"}]
+
+
+def test_a_client_leaving_mid_pipeline_is_no_internal_error(server: ServerProcess, raw_records: list[dict]) -> None:
+    """Found by the hostile fuzz: uvicorn marks only the newest request of a connection as gone, so
+    a pipelined request running behind it wrote its answer to the closed socket (a RuntimeError,
+    counted as an internal error); and bytes that are not HTTP after a request closed it alike."""
+    body = json.dumps(raw_records[0]).encode()
+    request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    for tail in (request * 2, b"\x00\xff NOT HTTP\r\n\r\n"):
+        for _ in range(20):
+            sock = _connect(server)
+            sock.sendall(request + tail)
+            sock.recv(1)  # the first answer has started: leave
+            sock.close()
+    time.sleep(0.5)
+    metrics = httpx.get(f"{server.base}/metrics").text
+    assert 'serving_errors_total{kind="internal"} 0' in metrics and "Traceback" not in server.output()
