@@ -109,9 +109,6 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
-        # A pipelined request waits for the one before it (reading paused): its body is not late.
-        if not self.pipeline and not self.transport.is_closing():
-            self._arm(self.limits.body_timeout_s, self._body_timed_out)
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -127,6 +124,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         self._running = cycle  # uvicorn tracks only the newest cycle; a pipelined one may run behind it
         super()._start_asgi_task(cycle, app)
+        # Timed from when its body can be read: a pipelined request's waits (reading paused) for
+        # the answers before it, so its clock starts when it starts, not at its headers.
+        if cycle.more_body and not self.transport.is_closing():
+            self._arm(self.limits.body_timeout_s, self._body_timed_out)
 
     def _drop_unanswered(self) -> None:
         """Mark every request of this connection not yet answered as disconnected, before the
@@ -167,7 +168,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        cycle = self.cycle
+        cycle = self._running
         if cycle is not None and not cycle.response_started:
             cycle.scope[TIMED_OUT] = True  # type: ignore[literal-required]
             cycle.disconnected = True  # the app's receive() returns http.disconnect; its send is dropped

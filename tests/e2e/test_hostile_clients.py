@@ -91,6 +91,17 @@ def test_an_unfinished_body_gets_408_within_the_timeout_and_the_connection_close
     assert "did not arrive within 2 s" in _error(response) and "--body-timeout" in _error(response)
 
 
+def test_a_pipelined_request_with_an_unfinished_body_is_timed_out_too(server: ServerProcess,
+                                                                      raw_records: list[dict]) -> None:
+    body = json.dumps(raw_records[0]).encode()
+    sock = _connect(server)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                 + b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+    response, seconds = _until_closed(sock)
+    assert response.count(b"HTTP/1.1 200 ") == 1 and response.count(b"HTTP/1.1 408 ") == 1, response[:500]
+    assert seconds <= BODY_TIMEOUT_S + SLACK_S
+
+
 def test_a_body_trickled_slowly_is_cut_at_the_body_timeout(server: ServerProcess) -> None:
     sock = _connect(server)
     sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
