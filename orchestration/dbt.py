@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestration.errors import DbtError
+from orchestration.errors import DbtError, os_cause
 from orchestration.faults import pause_point
 
 PROGRESS_MARKERS = (" OK created ", " ERROR ", " FAIL ", " WARN ", "Completed", "Done. PASS=")
@@ -74,11 +74,39 @@ def _failures(ctx: DbtContext) -> list[str]:
     return lines
 
 
+_FULL_MARKERS = ("No space left on device", "Disk quota exceeded")
+LOW_SPACE_BYTES = 1 << 20
+"""Free space under which a folder dbt writes is named as the full one."""
+
+
+def _full_disk(ctx: DbtContext, output: str) -> str | None:
+    """The cause when dbt died of a full disk (its output names ENOSPC, mostly in a logging
+    traceback that hides it): which of the folders it writes is out of space, and what to do."""
+    if not any(marker in output for marker in _FULL_MARKERS):
+        return None
+    folders = {"target folder": ctx.target_dir, "log folder": ctx.log_dir, "warehouse folder": ctx.warehouse.parent}
+    full = []
+    for name, folder in folders.items():
+        try:
+            free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+        except OSError:
+            continue
+        if free < LOW_SPACE_BYTES:
+            full.append(f"dbt's {name} {folder} is full ({free:,} bytes free)")
+    where = "; ".join(full) if full else (f"a disk dbt writes to is full (its target folder {ctx.target_dir}, "
+                                          f"log folder {ctx.log_dir} or the warehouse {ctx.warehouse})")
+    return (f"no space left on the device: {where}. Free space there (or point paths.artifacts or "
+            "paths.warehouse at a disk with room) and rerun")
+
+
 def run_dbt(ctx: DbtContext, args: Sequence[str], *, echo: Callable[[str], None] | None = None) -> str:
     """Run ``dbt <args>`` in the project; return stdout; raise ``DbtError`` naming what failed."""
     command = [*_dbt_executable(), *args, *(["--vars", json.dumps(ctx.vars)] if ctx.vars else [])]
-    ctx.target_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.target_dir / "run_results.json").unlink(missing_ok=True)
+    try:
+        ctx.target_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.target_dir / "run_results.json").unlink(missing_ok=True)
+    except OSError as exc:
+        raise DbtError(f"dbt's target folder {ctx.target_dir} cannot be prepared: {os_cause(exc)}") from exc
     proc = subprocess.Popen(
         command, cwd=ctx.project_dir, env=ctx.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -93,6 +121,9 @@ def run_dbt(ctx: DbtContext, args: Sequence[str], *, echo: Callable[[str], None]
     code = proc.wait()
     text = "".join(out)
     if code != 0:
+        full = _full_disk(ctx, text)
+        if full:
+            raise DbtError(f"`dbt {' '.join(args[:1])}` failed (exit {code}): {full}")
         failures = _failures(ctx)
         detail = "\n  ".join(failures) if failures else "\n  ".join(text.strip().splitlines()[-15:])
         raise DbtError(f"`dbt {' '.join(args[:1])}` failed (exit {code}):\n  {detail}")

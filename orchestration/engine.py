@@ -33,7 +33,7 @@ import duckdb
 from orchestration import records
 from orchestration.config import PipelineConfig, Retry
 from orchestration.context import RunContext, Stage
-from orchestration.errors import StageError
+from orchestration.errors import StageError, os_cause
 from orchestration.ingest import partition_files, stray_checks
 from serving.registry import read_champion
 from orchestration.outputs import CODECS, MONITORING_TAG, OutputStore, canonical, dbt_logic_digest, digest, sha256
@@ -433,7 +433,16 @@ class Engine:
         seconds = time.perf_counter() - started
         dumped = {name: CODECS[name].dump(ctx.state[name]) for name in stage.outputs}
         output_digests = {name: digest(name, value) for name, value in dumped.items()}
-        self.store.write(stage.name, key, dumped)
+        try:
+            self.store.write(stage.name, key, dumped)
+        except OSError as exc:  # a full disk, say: the stage's work is lost, so it reruns next time
+            self._record(lambda: records.finish_stage(
+                ctx.cfg.warehouse, ctx.run_id, stage.name, status="failed", duration_s=seconds, rows=None,
+                summary=None, error=f"outputs not saved: {exc}"[:4000], output_digests=None, attempts=0))
+            cause = os_cause(exc, f"free space in {self.store.root} (or point paths.artifacts at a disk with room) "
+                                  "and rerun; the stage runs again")
+            raise StageError(f"stage {stage.name!r} finished, but its outputs could not be saved to "
+                             f"{self.store.root}: {cause}", stage=stage.name) from exc
         ctx.durations[stage.name] = seconds
         self._record(lambda: records.finish_stage(
             ctx.cfg.warehouse, ctx.run_id, stage.name, status="succeeded", duration_s=seconds,

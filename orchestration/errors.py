@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class _NamesChecks(Exception):
     """An error caused by failed checks; ``checks`` names them for the alert."""
@@ -39,3 +41,16 @@ class StageError(_NamesChecks, RuntimeError):
         super().__init__(message, checks)
         self.stage = stage
         """The stage that failed."""
+
+
+_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exhausted",
+         errno.EFBIG: "the file grew past the size limit"}
+
+
+def os_cause(exc: OSError, fix: str = "free space there, or point the path elsewhere in the config") -> str:
+    """An ``OSError`` as a cause a person can act on: a full disk is named as one, with the path
+    when the error has it and ``fix`` (what to do about it)."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    if exc.errno in _FULL:
+        return f"{_FULL[exc.errno]}{where}: {fix}"
+    return f"{exc.strerror or exc}{where}"

@@ -4,6 +4,7 @@ With ``PIPELINE_PAUSE_AT=<name>`` in the environment, the process prints ``pause
 when it reaches that point and sleeps until it is killed. Unset, a pause point does nothing.
 
     dbt           dbt has created its first table of an invocation (orchestration/dbt.py)
+    publish       the publication is committed; the publish stage is not yet recorded as finished
     train         the model is fitted and exported; the stage has not finished (stages.py)
     bundle_write  a bundle's files are written to a temporary folder, not yet renamed into place
     promote       the registry's new champion pointer is written, not yet swapped in

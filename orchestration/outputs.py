@@ -224,8 +224,12 @@ class OutputStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
         # Key order is kept (not canonical): a manifest's column order is the model's feature order.
-        tmp.write_text(json.dumps(dumped, default=_jsonable))
-        os.replace(tmp, path)  # a killed run leaves a .tmp- file, never a half-written output
+        try:
+            tmp.write_text(json.dumps(dumped, default=_jsonable))
+            os.replace(tmp, path)  # a killed run leaves a .tmp- file, never a half-written output
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk: what was written of it frees its space again
+            raise
         kept = sorted((p for p in path.parent.glob("*.json")), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in kept[self.KEEP:]:
             old.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ import duckdb
 
 from orchestration.checks import CheckResult, ensure_tables, published_name
 from orchestration.errors import PublishError
+from orchestration.faults import pause_point
 from orchestration.ingest import mark_published
 from serving.bundle import MANIFEST
 from serving.registry import bundles_dir, read_champion
@@ -162,11 +163,31 @@ def publish(warehouse: Path, run_id: str, pairs: list[tuple[str, str]], *, finge
             con.execute(f"create schema if not exists {published.split('.')[0]}")
             con.execute(f"create or replace table {published} as select * from {audit}")
         partitions = mark_published(con, now)
-        con.execute("insert into validation.publications values (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [run_id, now, [p for _, p in pairs], fingerprint["relation"], fingerprint["rows"],
-                     fingerprint["hash"], baseline_id, train_end])
+        row = [fingerprint["relation"], fingerprint["rows"], fingerprint["hash"], baseline_id, train_end]
+        if not _published_by_unfinished_run(con, [p for _, p in pairs], row):
+            con.execute("insert into validation.publications values (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [run_id, now, [p for _, p in pairs], *row])
         con.execute("commit")
+    pause_point("publish")  # tests kill the run here: committed, the stage not yet recorded as done
     return partitions
+
+
+def _published_by_unfinished_run(con: duckdb.DuckDBPyConnection, relations: list[str], row: list[Any]) -> bool:
+    """Whether the latest publication of these features is this very version, committed by a
+    publish stage that never finished (killed after its commit, or retried): publishing it again
+    must not add a second row. A finished run's publication of the same data is a new row (a
+    repeated backfill publishes again, on purpose)."""
+    latest = con.execute(
+        "select run_id, relations, features_relation, count_feature_rows, features_hash, baseline_id, train_end "
+        "from validation.publications where features_relation = ? order by published_at desc limit 1",
+        [row[0]]).fetchone()
+    if latest is None or [sorted(latest[1]), *latest[2:]] != [sorted(relations), *row]:
+        return False
+    if not _exists(con, "ops.stage_runs"):
+        return False
+    finished = con.execute("select count(*) from ops.stage_runs where run_id = ? and stage = 'publish' "
+                           "and status = 'succeeded'", [latest[0]]).fetchone()[0]
+    return finished == 0
 
 
 def assert_published(warehouse: Path, spec: FeatureSpec) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 
 from serving.auth.guard import KeyWatcher
+from serving.connections import ConnectionLimits, GuardedHttp
 from serving.errors import BundleError, KeyFileError, RegistryError
 from serving.prediction_log import PredictionLogOptions
 from serving.predictor import default_store_url
@@ -61,9 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes on the port, each with its own model, scoring threads and prediction-log "
                              "files; /metrics adds up all of them (default: 1)")
+    parser.add_argument("--header-timeout", type=float, default=ConnectionLimits.header_timeout_s, metavar="SECONDS",
+                        help="seconds for a request's headers to arrive; 408 and closed after "
+                             f"(default: {ConnectionLimits.header_timeout_s:g})")
+    parser.add_argument("--body-timeout", type=float, default=ConnectionLimits.body_timeout_s, metavar="SECONDS",
+                        help="seconds for a request's whole body to arrive after its headers; 408 and closed after "
+                             f"(default: {ConnectionLimits.body_timeout_s:g})")
+    parser.add_argument("--max-connections", type=int, default=ConnectionLimits.max_connections, metavar="N",
+                        help="open connections per worker; a new one past it gets 503 with Retry-After and is closed "
+                             f"(default: {ConnectionLimits.max_connections})")
     args = parser.parse_args(argv)
     if args.workers < 1 or args.scoring_threads < 0:
         parser.error("--workers must be at least 1 and --scoring-threads at least 0")
+    try:
+        limits = ConnectionLimits(args.header_timeout, args.body_timeout, args.max_connections)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.api_keys is None and not args.no_auth:
         parser.error("keys are required: pass --api-keys FILE (issue one with `python -m serving.auth issue --file "
                      "keys.json --id me --scopes score+record,admin`), or --no-auth for local use")
@@ -85,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_auth:
         log.warning("--no-auth: every request is served without an API key; anyone who can reach %s:%d can score "
                     "and write entity state. Use --api-keys FILE outside local use (docs/auth.md).", args.host, args.port)
-    # httptools and uvloop (C parser and event loop) instead of the pure-Python defaults: less
-    # of the server's own time per request, which for one record is most of it.
+    # httptools (as GuardedHttp: uvicorn's protocol with timeouts and a connection cap) and uvloop,
+    # C parser and event loop instead of the pure-Python defaults: less of the server's own time per
+    # request, which for one record is most of it.
     options: dict[str, Any] = dict(host=args.host, port=args.port, log_level="warning", access_log=False,
-                                   http="httptools", loop="uvloop")
+                                   http=GuardedHttp(limits), loop="uvloop")
     try:
         if settings.api_keys is not None:
             KeyWatcher(settings.api_keys, 0)  # a bad key file is one clear error at start, not one per worker

@@ -17,7 +17,7 @@ from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-ERROR_KINDS = ("invalid_json", "invalid_input", "body_too_large", "too_many_records", "not_found",
+ERROR_KINDS = ("invalid_json", "invalid_input", "body_too_large", "body_timeout", "too_many_records", "not_found",
                "method_not_allowed", "internal", "prediction_log", "store_unavailable")
 RELOAD_OUTCOMES = ("swapped", "refused")
 STATE_OUTCOMES = ("recorded", "duplicate", "stale", "implausible")

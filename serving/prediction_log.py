@@ -38,6 +38,7 @@ import orjson
 
 from serving.predictor import Predictions
 from serving.registry import fsync_dir
+from serving.timestamps import LOG_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def _logged_at() -> str:
 
 def log_line(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]],
               outputs: Sequence[Mapping[str, Any]], features: Sequence[Sequence[float | None]] | None = None,
-              key_id: str | None = None) -> bytes:
+              key_id: str | None = None, timestamps: Sequence[Mapping[str, str | None]] | None = None) -> bytes:
     """One JSON line for the request: ``request_id``, ``logged_at``, ``model_id``, ``records`` (the
     raw fields exactly as received, timestamps as strings, so monitoring sees what clients sent)
     ``predictions`` (the model's outputs, record for record: ``score`` and ``label`` for
@@ -77,7 +78,9 @@ def log_line(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]
     and ``features`` (the float32 feature vector each prediction used, model order, NaN as null),
     which monitoring compares with the warehouse's point-in-time features once the events land.
     ``key_id``, when the server checks API keys, is the id of the key that sent the request
-    (never the key), written after ``model_id``.
+    (never the key), written after ``model_id``. ``timestamps``, written after ``records`` as
+    ``timestamps_utc``: per record, its timestamp fields as the server read them, in canonical UTC
+    (``serving.timestamps``), which monitoring reads rather than parsing the strings sent.
 
     This is the reference encoder (the standard library's); ``encode_log_line`` writes the same
     values faster. A non-finite output raises ``ValueError``: JSON has no NaN.
@@ -85,7 +88,10 @@ def log_line(request_id: str, model_id: str, records: Sequence[Mapping[str, Any]
     line: dict[str, Any] = {"request_id": request_id, "logged_at": _logged_at(), "model_id": model_id}
     if key_id is not None:
         line["key_id"] = key_id
-    line.update(records=list(records), predictions=list(outputs))
+    line["records"] = list(records)
+    if timestamps is not None:
+        line[LOG_FIELD] = list(timestamps)
+    line["predictions"] = list(outputs)
     if features is not None:
         line["features"] = [[None if v is None or not math.isfinite(v) else v for v in row] for row in features]
     return _stdlib_json(line) + b"\n"
@@ -115,7 +121,7 @@ def records_json(records: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 def encode_log_line(request_id: str, model_id: str, records: bytes, predictions: Predictions,
-                    key_id: str | None = None) -> bytes:
+                    key_id: str | None = None, timestamps: bytes | None = None) -> bytes:
     """The line ``log_line(request_id, model_id, <records>, predictions.to_records())`` writes, as
     the same JSON values (keys in the same order, ints stay ints), from the records already
     encoded as a JSON array (``records_json``, or the server's body decoder) and the predictions
@@ -129,15 +135,18 @@ def encode_log_line(request_id: str, model_id: str, records: bytes, predictions:
     if key_id is not None:
         head_values["key_id"] = key_id
     head = orjson.dumps(head_values)[:-1]
+    stamps = b"" if timestamps is None else b',"' + LOG_FIELD.encode() + b'":' + timestamps
     if predictions.features is None:
-        return b"".join((head, b',"records":', records, b',"predictions":', outputs, b"}\n"))
+        return b"".join((head, b',"records":', records, stamps, b',"predictions":', outputs, b"}\n"))
     features = orjson.dumps(predictions.features, option=orjson.OPT_SERIALIZE_NUMPY)  # NaN and inf as null
-    return b"".join((head, b',"records":', records, b',"predictions":', outputs, b',"features":', features, b"}\n"))
+    return b"".join((head, b',"records":', records, stamps, b',"predictions":', outputs, b',"features":', features,
+                     b"}\n"))
 
 
 def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
     """Every logged prediction in ``paths`` (log files, in order), one dict per scored record:
-    request_id, logged_at, model_id, key_id (when logged), record_index, inputs, then the outputs (``score``, ``label``...).
+    request_id, logged_at, model_id, key_id (when logged), record_index, inputs, then the outputs (``score``, ``label``...),
+    ``features`` and ``timestamps_utc`` when logged.
     Lines of the earlier one-record format are that dict already. A line that is not a logged
     request raises (orjson's error, or ``KeyError``/``ValueError`` naming what is missing);
     dbt's staging keeps and flags such lines instead."""
@@ -153,9 +162,11 @@ def logged_predictions(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
             if "key_id" in request:
                 head["key_id"] = request["key_id"]
             features = request.get("features") or [None] * len(request["records"])
-            for i, (inputs, output, used) in enumerate(zip(request["records"], request["predictions"], features,
-                                                           strict=True)):
-                yield {**head, "record_index": i, "inputs": inputs, **output, **({"features": used} if used else {})}
+            stamps = request.get(LOG_FIELD) or [None] * len(request["records"])
+            for i, (inputs, output, used, utc) in enumerate(zip(request["records"], request["predictions"], features,
+                                                                stamps, strict=True)):
+                yield {**head, "record_index": i, "inputs": inputs, **output, **({"features": used} if used else {}),
+                       **({LOG_FIELD: utc} if utc else {})}
 
 
 class PredictionLog:

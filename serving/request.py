@@ -43,6 +43,11 @@ class Request:
         return cls(len(columns[schema[0].name]), schema, None, columns)
 
     @property
+    def schema(self) -> pa.Schema:
+        """The raw fields' Arrow schema (no ``ROW_ID``)."""
+        return self._schema
+
+    @property
     def table(self) -> pa.Table:
         """The request table: the raw fields in schema order, then ``ROW_ID`` (0..n-1)."""
         if self._table is None:

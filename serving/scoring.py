@@ -23,6 +23,7 @@ from serving.prediction_log import PredictionLog, encode_log_line
 from serving.predictor import Predictions
 from serving.reload import ModelHolder
 from serving.request import Request
+from serving.timestamps import timestamps_json
 
 
 class PredictionLogFailed(OSError):
@@ -137,7 +138,8 @@ class BatchingScorer:
         for job in jobs:
             end = start + job.request.num_rows
             results.append(part := scored.slice(start, end))
-            lines.append(encode_log_line(job.request_id, scored.model_id, job.records, part, job.key_id))
+            lines.append(encode_log_line(job.request_id, scored.model_id, job.records, part, job.key_id,
+                                         timestamps_json(job.request)))
             start = end
         try:
             self._log.append(b"".join(lines))

@@ -30,7 +30,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth.guard import SCOPE_KEY, UNCHECKED, Grant, KeyWatcher, RequireKey
+from serving.body import TOO_DEEP, json_bytes, nests_too_deep, parse_json
 from serving.bundle import InputField
+from serving.connections import TIMED_OUT
 from serving.errors import FeatureComputationError, InputValidationError
 from serving.metrics import CONTENT_TYPE, ServerMetrics
 from serving.prediction_log import PredictionLog, PredictionLogOptions, records_json
@@ -118,34 +120,7 @@ class AsciiJSONResponse(JSONResponse):
     """JSON with every non-ASCII character escaped, so any echoed input (even a lone surrogate) encodes."""
 
     def render(self, content: Any) -> bytes:
-        return _json_bytes(content)
-
-
-def _json_bytes(content: Any) -> bytes:
-    """JSON with every non-ASCII character escaped, so any echoed input (even a lone surrogate) encodes."""
-    return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
-
-
-# Byte -> b"0" for ASCII digits, b"." for anything else: a run of 19 digits shows an integer that
-# orjson would read as a float (past 64 bits) where the standard library keeps an int.
-_DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
-_LONG_DIGIT_RUN = b"0" * 19
-
-
-def parse_json(raw: bytes) -> Any:
-    """``json.loads(raw)``, faster: orjson reads the body when it would give the same values.
-
-    orjson refuses what the standard library accepts beyond RFC 8259 (NaN and Infinity, lone
-    surrogates, a byte-order mark, UTF-16 and UTF-32, nesting past 1024), so those bodies, and
-    any with an integer literal of 19 digits or more (which orjson turns into a float past 64
-    bits), are read by ``json.loads``, which raises what it raised before for invalid JSON.
-    """
-    if _LONG_DIGIT_RUN not in raw.translate(_DIGIT_RUNS):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(raw)
+        return json_bytes(content)
 
 
 def _success_bytes(content: dict[str, Any]) -> bytes:
@@ -154,7 +129,7 @@ def _success_bytes(content: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(content)
     except orjson.JSONEncodeError:
-        return _json_bytes(content)
+        return json_bytes(content)
 
 
 def _error_body(message: str, problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -171,7 +146,7 @@ def _error(status: int, message: str, problems: list[dict[str, Any]] | None = No
 
 def _error_bytes(status: int, message: str,
                  problems: list[dict[str, Any]] | None = None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    return status, _json_bytes(_error_body(message, problems)), []
+    return status, json_bytes(_error_body(message, problems)), []
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -216,10 +191,14 @@ class ObserveAndContain:
                 await _error(500, "internal server error; the request was not scored. See the server log.")(
                     scope, receive, send_observed)
         finally:
+            if status == 0 and scope.get(TIMED_OUT):  # the body timeout answered 408 (serving.connections)
+                status = 408
+                self.metrics.count_error("body_timeout")
             if status in (404, 405):
                 self.metrics.count_error("not_found" if status == 404 else "method_not_allowed")
             route = scope["path"] if scope["path"] in ROUTES else "other"
-            self.metrics.observe_request(route, scope["method"], status or 500, time.perf_counter() - started_at)
+            # Nothing sent and nothing raised: the client left first (499, as nginx counts it).
+            self.metrics.observe_request(route, scope["method"], status or 499, time.perf_counter() - started_at)
 
 
 _JSON_TYPES = {"string": {"type": "string"}, "double": {"type": "number"}, "integer": {"type": "integer"},
@@ -431,9 +410,15 @@ def create_app(settings: ServerSettings) -> PredictFastPath:
             return _Validated(*fast, single=False)
         try:
             body = parse_json(raw)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints; deep nesting
+        except RecursionError:  # nesting past the standard library's depth
+            metrics.count_error("invalid_json")
+            return _error_bytes(400, TOO_DEEP)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints
             metrics.count_error("invalid_json")
             return _error_bytes(400, f"request body is not valid JSON: {str(exc)[:200]}")
+        if nests_too_deep(body):  # before validation renders a value nested a thousand deep
+            metrics.count_error("invalid_json")
+            return _error_bytes(400, TOO_DEEP)
         parsed = _records_of(body)
         if isinstance(parsed, tuple) and isinstance(parsed[0], int):
             metrics.count_error("invalid_input")

@@ -27,7 +27,7 @@ import numpy as np
 from orchestration.config import PipelineConfig
 from orchestration.ingest import raw_relation
 from serving import registry
-from serving.bundle import load_bundle
+from serving.bundle import InputField, load_bundle
 from serving.predictor import Predictor
 from training import dbt_manifest
 
@@ -98,6 +98,12 @@ def _literal(name: str) -> str:
     return "'" + name.replace("'", "''") + "'"
 
 
+def _served(f: InputField) -> str:
+    """A logged field's value as the server read it: a timestamp as it logged it in canonical UTC."""
+    sent = f"l.record->>{_literal(f.name)}"
+    return f"coalesce(l.record_utc->>{_literal(f.name)}, {sent})" if f.type == "timestamp" else sent
+
+
 def _json_path(name: str) -> str:
     return '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -116,7 +122,7 @@ def audit(cfg: PipelineConfig, manifest: dict[str, Any], seed: int | None = None
         # Each field as served (the logged JSON, read with the source's type) and as it landed.
         # Each field as served (the logged JSON, read with the source's type) and as it landed;
         # a field the record does not carry (not in that model's request schema) is not compared.
-        served = ", ".join(f"try_cast(l.record->>{_literal(f.name)} as {f.sql_type}) as {_quoted('served:' + f.name)}, "
+        served = ", ".join(f"try_cast({_served(f)} as {f.sql_type}) as {_quoted('served:' + f.name)}, "
                            f"json_exists(l.record, {_literal(_json_path(f.name))}) as {_quoted('sent:' + f.name)}"
                            for f in fields)
         reference = ", ".join(

@@ -98,9 +98,14 @@ def test_a_run_killed_at_each_delicate_point_resumes_where_it_stopped(world: Wor
     published = world.query("select count(*) from information_schema.tables where table_name = 'publications'")
     assert published == [(0,)] and read_champion(world.registry) is None  # nothing consumed the half-built tables
 
-    out = _killed_at(world, "train")
+    out = _killed_at(world, "publish")
     assert "[parse] skipped: unchanged since run" in out and "[ingest] skipped: unchanged since run" in out
     assert "[dbt_build] dbt run into audit schemas" in out and "(interrupted in run " in out
+    assert world.query("select count(*) from validation.publications") == [(1,)]  # committed, stage unfinished
+
+    out = _killed_at(world, "train")
+    assert "interrupted in run" in out.split("[publish]")[1].splitlines()[0]  # publish resumed...
+    assert world.query("select count(*) from validation.publications") == [(1,)]  # ...without a second row
     assert _visible(world.registry / "candidates") == []
 
     out = _killed_at(world, "bundle_write")
@@ -120,7 +125,7 @@ def test_a_run_killed_at_each_delicate_point_resumes_where_it_stopped(world: Wor
     champion = read_champion(world.registry)
     assert champion is not None and _visible(world.registry / "bundles") == [champion["bundle_id"]]
     statuses = [s for (s,) in world.query("select status from ops.pipeline_runs order by started_at")]
-    assert statuses == ["killed"] * 4 + ["succeeded"]  # each killed run is marked killed by the next start
+    assert statuses == ["killed"] * 5 + ["succeeded"]  # each killed run is marked killed by the next start
 
 
 def test_a_second_run_with_no_change_skips_every_stage_without_invoking_dbt(world: World) -> None:

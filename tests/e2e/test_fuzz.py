@@ -1,5 +1,7 @@
-"""Fuzz the OpenAPI document of the running server: valid and schema-violating requests, never a 5xx.
-The server checks API keys, and the fuzzer holds a valid one with every scope."""
+"""Fuzz the running server, never a 5xx: schemathesis sends valid and schema-violating requests
+from the OpenAPI document, and ``hostile_http`` what it cannot (deep nesting, unfinished and slow
+bodies, stalled headers, broken framing, mutated records) over raw sockets. The server checks API
+keys, and the fuzzers hold a valid one with every scope; its timeouts are short, so stalls end fast."""
 
 import shutil
 from collections import Counter
@@ -13,10 +15,15 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from tests.conftest import PipelineRun
+from tests.e2e import hostile_http
 from tests.e2e.serverproc import ServerProcess, bearer, issue_keys, start_server
 
 pytestmark = pytest.mark.slow
 CASES = 1200
+HOSTILE_CASES = 3900
+"""With schemathesis's, 5,100 HTTP cases a run."""
+TIMEOUT_S = 1.0
+"""The fuzzed server's header and body timeouts."""
 
 
 
@@ -28,7 +35,8 @@ def keyed_server(pipeline_run: PipelineRun,
     store = shutil.copytree(pipeline_run.root / "artifacts" / "online_store", work / "online_store")
     headers = bearer(issue_keys(work / "keys.json", {"fuzz": "score+record,admin"})["fuzz"])
     server = start_server("--registry", str(pipeline_run.registry), "--prediction-logs", str(work / "logs"),
-                          "--store", f"embedded:{store}", "--api-keys", str(work / "keys.json"), work=work)
+                          "--store", f"embedded:{store}", "--api-keys", str(work / "keys.json"),
+                          "--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S), work=work)
     yield server, headers
     server.stop()
 
@@ -61,3 +69,21 @@ def test_openapi_fuzz_finds_no_server_error(keyed_server: tuple[ServerProcess, d
     assert server_errors == [], server_errors[:5]
     assert statuses[200] > 50 and statuses[422] > 50, statuses  # both valid and invalid requests were sent
     assert "Traceback" not in champion_server.output()
+
+
+def test_hostile_http_fuzz_finds_no_server_error(keyed_server: tuple[ServerProcess, dict[str, str]],
+                                                 raw_records: list[dict]) -> None:
+    server, headers = keyed_server
+    cases = hostile_http.cases(raw_records, headers, HOSTILE_CASES, seed=20)
+    outcome = hostile_http.run(server.port, cases, concurrency=48, timeout_s=10 + 2 * TIMEOUT_S)
+    print(f"hostile fuzz: {outcome.cases} cases, statuses {dict(sorted(outcome.statuses.items()))}")
+    assert outcome.hung == [], outcome.hung[:5]
+    assert outcome.server_errors == [], outcome.server_errors[:5]
+    assert outcome.cases == HOSTILE_CASES
+    by_kind = Counter(key.split()[0] for key in outcome.statuses)
+    assert {"deep", "mutated", "framing", "route", "slow", "stall"} <= set(by_kind), by_kind
+    assert outcome.statuses["deep 400"] > 500 and outcome.statuses["stall 408"] > 50, outcome.statuses
+    assert outcome.statuses["slow 408"] > 0 and outcome.statuses["slow 200"] > 0, outcome.statuses
+    metrics = requests.get(f"{server.base}/metrics", headers=headers, timeout=10).text
+    assert 'serving_errors_total{kind="internal"} 0' in metrics and 'status="500"' not in metrics
+    assert "Traceback" not in server.output()

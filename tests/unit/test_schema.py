@@ -195,7 +195,7 @@ def test_timestamps_past_year_9999_once_in_utc_are_named() -> None:
 
 def _general_path(raw: bytes, max_records: int) -> tuple[pa.Table, list] | None:
     """What the server does without the decoder: parse, unwrap the batch, validate."""
-    from serving.server import parse_json
+    from serving.body import parse_json
 
     try:
         body = parse_json(raw)
@@ -301,3 +301,26 @@ def test_the_body_decoder_reads_any_plainly_valid_batch(rows: list, ascii_only: 
              and len({s.tzinfo is None for s in stamps}) == 1 and not any(s.year in (1, 9999) for s in stamps)
              and all(s.utcoffset() is None or s.utcoffset() % dt.timedelta(minutes=1) == dt.timedelta(0) for s in stamps))
     assert decoded or not plain, raw
+
+
+def test_a_value_nested_past_the_recursion_limit_is_named_not_a_recursion_error() -> None:
+    deep: object = 1
+    for _ in range(100_000):  # what a Python caller can pass (HTTP refuses past 32 levels as a 400)
+        deep = [deep]
+    with pytest.raises(InputValidationError) as info:
+        records_to_table([{**GOOD, "amount": deep}], FIELDS)
+    (problem,) = info.value.problems
+    assert problem.field == "amount" and "a list nested too deeply to show" in problem.problem
+
+
+def test_nesting_depth_is_measured_without_recursion() -> None:
+    from serving.body import MAX_NESTING, nests_too_deep
+
+    def nested(depth: int) -> object:
+        value: object = 1
+        for i in range(depth):
+            value = [value] if i % 2 else {"k": value}
+        return value
+
+    assert not nests_too_deep(nested(MAX_NESTING)) and nests_too_deep(nested(MAX_NESTING + 1))
+    assert nests_too_deep(nested(1_000_000)) and not nests_too_deep({"records": [{"a": 1, "b": "x"}] * 1000})

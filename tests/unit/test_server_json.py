@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.server import parse_json
+from serving.body import parse_json
 
 
 def _same(raw: bytes) -> None:

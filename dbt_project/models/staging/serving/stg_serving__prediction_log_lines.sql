@@ -65,6 +65,10 @@ requests as (
             when has_predictions then json_extract(doc, '$.predictions[*]')
             else []::json[]
         end as predictions,
+        -- Each record's timestamps as the server read them, canonical UTC (serving/timestamps.py);
+        -- absent in logs of earlier servers, whose strings utc_timestamp parses by the same grammar.
+        case when json_type(doc->'timestamps_utc') = 'ARRAY' then json_extract(doc, '$.timestamps_utc[*]') end
+            as timestamps_utc,
         case when is_record_line then try_cast(doc->>'record_index' as bigint) end as line_record_index,
         -- The feature vector each prediction used (model order); absent in logs of earlier servers.
         case when json_type(doc->'features') = 'ARRAY' then json_extract(doc, '$.features[*]') end as features
@@ -75,14 +79,15 @@ requests as (
 -- shorter list is padded with nulls). A line without records still gives one row, to be flagged.
 logged_records as (
     select
-        requests.* exclude (records, predictions, line_record_index, features),
+        requests.* exclude (records, predictions, line_record_index, features, timestamps_utc),
         len(records) as count_records,
         len(predictions) as count_predictions,
         unnest(range(greatest(len(records), len(predictions), 1))) as position,
         case when is_record_line then line_record_index else position end as record_index,
         unnest(records) as record,
         unnest(predictions) as prediction,
-        unnest(coalesce(features, []::json[])) as feature_row
+        unnest(coalesce(features, []::json[])) as feature_row,
+        unnest(coalesce(timestamps_utc, []::json[])) as record_utc
     from requests
 ),
 
@@ -110,22 +115,29 @@ parsed as (
         prediction->>'label' as label,
         try_cast(feature_row as double[]) as served_features,
         case when json_type(record) = 'OBJECT' then record end as record,
+        case when json_type(record_utc) = 'OBJECT' then record_utc end as record_utc,
         {%- if event_key %}
         record->>'{{ event_key | replace("'", "''") }}' as event_key,
         {%- else %}
         cast(null as varchar) as event_key,
         {%- endif %}
         {%- if event_time %}
-        try_cast(record->>'{{ event_time | replace("'", "''") }}' as timestamp) as event_at,
+        {%- set key = event_time | replace("'", "''") %}
+        {{ utc_timestamp("coalesce(record_utc->>'" ~ key ~ "', record->>'" ~ key ~ "')") }} as event_at,
         {%- else %}
         cast(null as timestamp) as event_at,
         {%- endif %}
-        -- the first field whose value is not of its declared type
+        -- the first field whose value is not of its declared type (timestamps: the server's grammar)
         case
             when false then null
             {%- for name, type in fields.items() %}
             {%- set key = name | replace("'", "''") %}
+            {%- if type.startswith('timestamp') %}
+            when record->>'{{ key }}' is not null
+                and {{ utc_timestamp("coalesce(record_utc->>'" ~ key ~ "', record->>'" ~ key ~ "')") }} is null
+            {%- else %}
             when record->>'{{ key }}' is not null and try_cast(record->>'{{ key }}' as {{ type }}) is null
+            {%- endif %}
                 then 'records[' || record_index || '].{{ key }} is not a {{ type }}'
             {%- endfor %}
         end as field_error
@@ -166,6 +178,7 @@ final as (
         label,
         served_features,
         record,
+        record_utc,
         event_key,
         event_at
     from parsed
