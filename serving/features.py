@@ -43,6 +43,21 @@ class FeatureEngineOptions:
     """DuckDB threads; one keeps single-record latency low and leaves cores to ONNX Runtime."""
 
 
+class LockedCursor:
+    """A cursor of the serving DuckDB that runs SELECT statements only."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, parameters: object = None) -> duckdb.DuckDBPyConnection:
+        kinds = [str(s.type).rsplit(".", 1)[-1] for s in duckdb.extract_statements(sql)]
+        if kinds != ["SELECT"]:
+            raise duckdb.PermissionException(
+                f"the serving DuckDB runs one SELECT at a time, got {kinds}: ATTACH, PRAGMA, SET, COPY, "
+                "INSTALL, UPDATE and the rest are refused before they reach the connection")
+        return self._cursor.execute(sql, parameters)
+
+
 class FeatureEngine:
     """Computes feature vectors from request tables. Thread-safe: one cursor per thread."""
 
@@ -74,8 +89,13 @@ class FeatureEngine:
         return cls(bundle.serving_sql, bundle.tables, m.feature_names, options,
                    tuple(e.relation for e in m.entity_state), str(bundle.path))
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor on the locked-down database (also what security probes go through)."""
+    def cursor(self) -> LockedCursor:
+        """This thread's cursor, through which only SELECTs run: the configuration lock does not
+        cover ATTACH (even of ':memory:') or profiling pragmas, so the statement kind is checked
+        before anything reaches DuckDB. What security probes go through."""
+        return LockedCursor(self._cursor())
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cursor", None)
         if cur is None:
             cur = self._local.cursor = self._db.cursor()
@@ -86,7 +106,7 @@ class FeatureEngine:
     def features_table(self, request: pa.Table, relations: dict[str, pa.Table] | None = None) -> pa.Table:
         """Run the feature SQL; one output row per request row, in request order. ``relations``:
         the request's entity events (``serving.entity_state``), registered beside it."""
-        cur = self.cursor()
+        cur = self._cursor()  # the bundle's SQL was checked as one SELECT when the engine was built
         cur.register("request", request)
         for name, table in (relations or {}).items():
             cur.register(name, table)
