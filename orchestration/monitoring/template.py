@@ -9,6 +9,8 @@ the demo's tables), and puts the vars in its ``dbt_project.yml``.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +44,20 @@ def copy_monitoring(project_dir: Path, demo: Path = DEMO_PROJECT) -> list[Path]:
             target.write_text(_without_unit_tests(text) if path.suffix == ".yml" else text)
             written.append(target)
     return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestration.monitoring.template",
+                                     description="Copy the monitoring models into a dbt project.")
+    parser.add_argument("project_dir", type=Path, help="the dbt project (holds dbt_project.yml)")
+    args = parser.parse_args(argv)
+    if not (args.project_dir / "dbt_project.yml").is_file():
+        parser.error(f"{args.project_dir} holds no dbt_project.yml: pass the dbt project's folder")
+    written = copy_monitoring(args.project_dir)
+    print(f"wrote {len(written)} files under {args.project_dir}; set the vars ml_source, ml_features_model, "
+          "ml_label and ml_task in its dbt_project.yml (see docs/monitoring.md#monitoring-models)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,54 +23,19 @@ from serving.bundle import load_bundle
 from serving.predictor import ModelScorer
 from serving.prediction_log import logged_predictions
 from serving.registry import read_champion, resolve_bundle_path
+from examples.delivery.generate import COURIERS, FIRST_DAY, deliveries, generate, land
 from orchestration.monitoring.template import copy_monitoring, project_vars
 from tests.conftest import run_orchestrator
 from tests.e2e.serverproc import start_server
 from training.dbt_manifest import feature_spec, load_manifest
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).resolve().parent
-FIRST_DAY = dt.datetime(2026, 5, 1)
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "delivery"
 DAYS = 12
-COURIERS = np.arange(101, 141)
-"""Forty couriers, about six deliveries each a day: every delivery has state from earlier ones."""
 NEW_COURIER = 7_000_001
 """A courier first seen in the live day: empty state, then state only the server's writes hold."""
-RESTAURANTS = np.array([f"r{i:02d}" for i in range(15)])
-"""Fifteen restaurants: a couple of orders each in any two hours (the restaurant state's window)."""
 NEW_RESTAURANT = "r-opened-today"
 TOLERANCE = 1e-5
-
-
-def _deliveries(rng: np.random.Generator, day: dt.datetime, n: int, couriers: np.ndarray, prefix: str,
-                restaurants: np.ndarray = RESTAURANTS) -> pa.Table:
-    distance = rng.gamma(2.0, 1500.0, n)
-    items = rng.integers(1, 8, n)
-    region = rng.choice(["North", " south", "CITY", "", None], n, p=[0.3, 0.3, 0.3, 0.05, 0.05])
-    raining = rng.random(n) < 0.2
-    hours = rng.integers(8, 23, n)
-    duration = 10 + distance / 250 + 2 * items + 8 * raining + np.where(hours >= 17, 6, 0) + rng.normal(0, 3, n)
-    placed = [day + dt.timedelta(hours=int(h), minutes=int(m), seconds=int(s))
-              for h, m, s in zip(hours, rng.integers(0, 60, n), rng.integers(0, 60, n))]
-    return pa.table({
-        "order_ref": [f"{prefix}{i:04d}" for i in range(n)],
-        "placed_ts": pa.array(placed, pa.timestamp("us")),
-        "courier_id": rng.choice(couriers, n).astype(np.int64),
-        "restaurant_ref": rng.choice(restaurants, n).tolist(),
-        "distance_m": distance,
-        "item_count": items.astype(np.int64),
-        "region_name": region.tolist(),
-        "raining": raining,
-        "duration_s": duration * 60,  # seconds: a target in the thousands
-        # Landed, declared, read by no feature: not a request field (the request schema is what
-        # the features read).
-        "dispatch_note": rng.choice(["", "ring twice", "leave at door"], n).tolist(),
-    })
-
-
-def _land(landing: Path, day: dt.datetime, table: pa.Table) -> None:
-    (landing / "deliveries").mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, landing / "deliveries" / f"{day.date()}.parquet")
 
 
 @dataclass(frozen=True)
@@ -88,31 +53,20 @@ class ByodRun:
 def byod_run(tmp_path_factory: pytest.TempPathFactory) -> ByodRun:
     """The BYOD project and 12 seeded days of deliveries, through ``orchestrate.py`` once."""
     root = tmp_path_factory.mktemp("byod")
-    shutil.copytree(HERE / "byod_dbt_project", root / "dbt_project")
+    shutil.copytree(EXAMPLE / "dbt_project", root / "dbt_project")
     # The monitoring models, copied as `init` copies them into a project it writes.
     copy_monitoring(root / "dbt_project")
     project = yaml.safe_load((root / "dbt_project" / "dbt_project.yml").read_text())
     project["vars"].update(project_vars("shop.deliveries", "fct_delivery_features", "regression", "duration_s"))
     (root / "dbt_project" / "dbt_project.yml").write_text(yaml.safe_dump(project))
-    rng = np.random.default_rng(3)
-    for d in range(DAYS):
-        day = FIRST_DAY + dt.timedelta(days=d)
-        _land(root / "landing", day, _deliveries(rng, day, 250, COURIERS, prefix=f"o{d:02d}"))
+    generate(root / "landing", days=DAYS, orders=250, seed=3)
+    # The example's own config, pointed at this folder; the retrain policy held off, so one
+    # champion serves the live day.
+    cfg = yaml.safe_load((EXAMPLE / "pipeline.yml").read_text())
+    cfg["paths"] = {"warehouse": "warehouse.duckdb", "landing": "landing", "artifacts": "artifacts"}
+    cfg["monitoring"]["drift_psi_threshold"] = 1e9
     config = root / "pipeline.yml"
-    config.write_text(yaml.safe_dump({
-        "paths": {"warehouse": "warehouse.duckdb", "landing": "landing", "artifacts": "artifacts"},
-        "demo_data": {"generate_if_empty": False},
-        "dbt": {"project_dir": "dbt_project", "source": "shop.deliveries",
-                "features_model": "fct_delivery_features", "serving_macro": "serving_delivery_features"},
-        "task": "regression",
-        "label": "duration_s",
-        "model": {"family": "random_forest", "params": {"n_estimators": 30, "max_depth": 8}},
-        "parity": {"rows": 500},
-        # Fixed dates, so a day landed later does not move the fitted statistics; the retrain
-        # policy held off, so one champion serves the live day.
-        "split": {"train_end": "2026-05-09", "valid_end": "2026-05-11"},
-        "monitoring": {"max_model_age_days": 100000, "min_new_labelled_rows": 10**12, "drift_psi_threshold": 1e9},
-    }))
+    config.write_text(yaml.safe_dump(cfg))
     result = run_orchestrator("--config", str(config))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     return ByodRun(root, config, result.stdout)
@@ -154,9 +108,9 @@ def test_regression_dataset_runs_end_to_end_to_a_served_prediction(byod_run: Byo
 def _live_day(day: dt.datetime) -> pa.Table:
     """The next day: the known couriers' deliveries, and four of a courier never seen before, from a
     restaurant never seen before."""
-    known = _deliveries(np.random.default_rng(11), day, 250, COURIERS, prefix="live")
-    new = _deliveries(np.random.default_rng(12), day, 4, np.array([NEW_COURIER]), prefix="first-courier",
-                      restaurants=np.array([NEW_RESTAURANT]))
+    known = deliveries(np.random.default_rng(11), day, 250, COURIERS, prefix="live")
+    new = deliveries(np.random.default_rng(12), day, 4, np.array([NEW_COURIER]), prefix="first-courier",
+                     restaurants=np.array([NEW_RESTAURANT]))
     return pa.concat_tables([known, new]).sort_by([("placed_ts", "ascending"), ("order_ref", "ascending")])
 
 
@@ -214,7 +168,7 @@ def test_a_live_day_is_served_as_the_warehouse_computes_it_point_in_time(byod_ru
     assert "serving_sql_fallback_rows_total 0" in metrics
     assert "Traceback" not in server.output()
 
-    _land(byod_run.root / "landing", day, table)
+    land(byod_run.root / "landing", day, table)
     result = run_orchestrator("--config", str(byod_run.config))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert read_champion(byod_run.registry)["bundle_id"] == bundle.manifest.bundle_id  # one model served throughout

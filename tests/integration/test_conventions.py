@@ -1,5 +1,5 @@
 """A dbt project that misses a convention the pipeline relies on is told which, where, and how to
-fix it, when it is parsed: here the delivery project, copied and broken one convention at a time."""
+fix it, when it is parsed: here the delivery example, copied and broken one convention at a time."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from orchestration import conventions
 from orchestration.dbt import DbtContext, run_dbt
 from training.dbt_manifest import load_manifest
 
-BYOD = Path(__file__).resolve().parents[1] / "e2e" / "byod_dbt_project"
+BYOD = Path(__file__).resolve().parents[2] / "examples" / "delivery" / "dbt_project"
 SOURCES = "models/staging/shop/_shop__sources.yml"
 
 
