@@ -301,3 +301,17 @@ def test_the_body_decoder_reads_any_plainly_valid_batch(rows: list, ascii_only: 
              and len({s.tzinfo is None for s in stamps}) == 1 and not any(s.year in (1, 9999) for s in stamps)
              and all(s.utcoffset() is None or s.utcoffset() % dt.timedelta(minutes=1) == dt.timedelta(0) for s in stamps))
     assert decoded or not plain, raw
+
+
+@pytest.mark.parametrize("name", ["Sepal.Length", "petal width", "Class", "1st", "for", "naïve-col"])
+def test_the_batch_decoder_takes_any_column_name(name: str) -> None:
+    """A landing column need not be a Python identifier: the decoder's struct attributes are
+    positional and renamed to the field's JSON name (was ``TypeError: __slots__ must be identifiers``)."""
+    from serving.schema import BatchBodyDecoder
+
+    fields = (InputField(name, "double", nullable=False), InputField("id", "string", nullable=True))
+    decoded = BatchBodyDecoder(fields).decode(f'{{"records": [{{"{name}": 1.5, "id": "a"}}]}}'.encode(), 10)
+    assert decoded is not None
+    request, records = decoded
+    assert records == f'[{{"{name}":1.5,"id":"a"}}]'.encode()
+    assert BatchBodyDecoder(fields).decode(b'{"records": [{"id": "a"}]}', 10) is None  # missing: the general path names it
