@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from orchestration.scaffold.errors import ScaffoldError
 from orchestration.scaffold.inference import SAMPLE_ROWS, InitOptions, LandingSchema
 from orchestration.scaffold.recipes import RECIPES, Feature, Staged, identifier, makes_features
 
+PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 LABEL_TYPES = {"binary": "integer", "regression": "double"}
 """The mart's label type by task (multiclass keeps the landing type: text or bigint)."""
 
@@ -109,6 +111,8 @@ def _sources(p: Plan, landing_default: str) -> str:
     columns = []
     for c in s.columns:
         entry: dict[str, Any] = {"name": c.name, "data_type": c.data_type}
+        if not PLAIN_NAME.match(c.name):
+            entry["quote"] = "true"  # so dbt's tests quote it too (`where "Measured At" is null`)
         if c.name in required:
             entry["data_tests"] = "[not_null]"
         if c.name == s.label:
