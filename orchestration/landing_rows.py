@@ -181,7 +181,7 @@ def _partition_days(con: duckdb.DuckDBPyConnection, table: str, at: str, toleran
         with inc as (
             -- The partition's day: its name's date (YYYY-MM-DD.parquet, or date=YYYY-MM-DD/part.csv).
             select filename, {t} as event_at, row_hash,
-                cast(regexp_extract(filename, '(\d{{4}}-\d{{2}}-\d{{2}})', 1) as date) as day
+                cast(regexp_extract(filename, '(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1) as date) as day
             from landing_all where is_incoming
         ),
         outside as (

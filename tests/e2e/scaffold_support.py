@@ -65,6 +65,7 @@ def scaffold_and_run(root: Path, landing: Path, *init_args: str) -> Scaffolded:
     run = run_orchestrator("--config", str(config), timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr
     print(f"init + first run: {time.monotonic() - started:.1f} s")
+    print(run.stdout[run.stdout.rindex("pipeline finished"):])
     return Scaffolded(out, config, init.stdout, run.stdout)
 
 

@@ -64,4 +64,4 @@ def test_a_multiclass_csv_with_any_column_names_deploys_and_serves_as_the_wareho
     assert bundle.manifest.metrics["test"]["accuracy"] > 0.8
     sql = (scaffolded.root / "dbt_project" / "macros" / "staging" / "flowers_columns.sql").read_text()
     assert 'cast("Sepal.Length" as double) as sepal_length' in sql
-    assert_every_path_scores_as_the_warehouse(scaffolded, tmp_path, fused=False, check=_names_every_field)
+    assert_every_path_scores_as_the_warehouse(scaffolded, tmp_path, fused=True, check=_names_every_field)
