@@ -75,6 +75,10 @@ def file_format(path: Path) -> str:
     return "csv" if path.name.endswith(".csv") else "parquet"
 
 
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -102,9 +106,12 @@ def file_schema(path: Path, types: dict[str, str]) -> tuple[pa.Schema, int]:
             meta = pq.read_metadata(path)
             return meta.schema.to_arrow_schema(), meta.num_rows
         with duckdb.connect() as con:
-            relation = scan_sql([path], {c: k for c, k in types.items() if c in _csv_header(con, path)})
+            declared = {c: k for c, k in types.items() if c in _csv_header(con, path)}
+            relation = scan_sql([path], declared)
             schema = con.execute(f"select * exclude (filename) from {relation} limit 0").fetch_arrow_table().schema
-            rows = con.execute(f"select count(*) from {relation}").fetchone()[0]
+            # Counting each declared column reads (and casts) every value; count(*) alone would not.
+            counts = "".join(f', count({_quoted(c)})' for c in declared)
+            rows = con.execute(f"select count(*){counts} from {relation}").fetchone()[0]
         return schema, rows
     except (pa.ArrowException, OSError, duckdb.Error) as exc:
         shown = {"parquet": "Parquet", "csv": "CSV"}[file_format(path)]
