@@ -24,6 +24,8 @@ models:
       +schema: staging
     marts:
       +schema: features
+      validation:
+        +schema: validation
 flags:
   send_anonymous_usage_stats: false
 """)
@@ -251,3 +253,76 @@ dbt_project/target/
 dbt_project/logs/
 *.duckdb
 """
+
+BASELINE_MODEL = Template("""\
+{#-
+  The training window's profile (rows before var `train_end`), one row per baseline version,
+  staged column and metric (and category): null_fraction of every column, mean and std of
+  numbers, category_share of text. Incremental and content-addressed: every version is kept
+  under its `baseline_id`, and the orchestrator passes the one the deployed model learned from
+  as var `baseline_id` (meta.role baseline_profile). Distribution checks compare new data with it
+  (see docs/validation.md and dbt_project/macros/tests/ for the *_vs_baseline tests).
+-#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='baseline_id',
+        on_schema_change='fail'
+    )
+}}
+
+with training_window as (
+    select * from {{ ref('$staging') }}
+    where $time < cast('{{ var("train_end") }}' as date)
+),
+
+version as (
+    select
+        md5(concat_ws('|', count(*), sum(hash(training_window)), '{{ var("train_end") }}')) as baseline_id,
+        cast('{{ var("train_end") }}' as date) as train_end,
+        count(*) as count_training_rows
+    from training_window
+),
+
+profile as (
+$profile
+),
+
+final as (
+    select
+        version.baseline_id,
+        version.train_end,
+        version.count_training_rows,
+        profile.column_name,
+        profile.metric,
+        profile.category,
+        cast(profile.value as double) as value,
+        cast(current_timestamp as timestamp) as built_at
+    from profile
+    cross join version
+)
+
+select * from final
+""")
+
+BASELINE_YML = Template("""\
+version: 2
+models:
+  - name: baseline_${table}_profile
+    description: >
+      One row per baseline version, staged column and metric (and category, for category
+      shares): the profile of the training window that distribution checks compare new data with.
+    config:
+      contract: {enforced: true}
+      meta: {role: baseline_profile}
+    columns:
+      - {name: baseline_id, data_type: varchar, data_tests: [not_null]}
+      - {name: train_end, data_type: date}
+      - {name: count_training_rows, data_type: bigint}
+      - {name: column_name, data_type: varchar, data_tests: [not_null]}
+      - {name: metric, data_type: varchar}
+      - {name: category, data_type: varchar}
+      - {name: value, data_type: double}
+      - {name: built_at, data_type: timestamp}
+""")

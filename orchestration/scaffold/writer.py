@@ -242,6 +242,24 @@ def _unit_test(p: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _profile(p: Plan) -> str:
+    """The baseline's rows: null fraction of every staged column, mean and std of numbers, shares of text."""
+    parts = []
+    for c in p.staged:
+        if c.raw == p.schema.key:
+            continue
+        parts.append(f"    select '{c.name}' as column_name, 'null_fraction' as metric, cast(null as varchar) as category,\n"
+                     f"        (count(*) - count({c.name}))::double / nullif(count(*), 0) as value\n    from training_window")
+        if c.kind in ("double", "integer"):
+            for metric, sql in (("mean", "avg"), ("std", "stddev_pop")):
+                parts.append(f"    select '{c.name}', '{metric}', null, {sql}(cast({c.name} as double) order by {p.key}) "
+                             "from training_window")
+        elif c.kind == "string" and c.raw not in p.skipped:
+            parts.append(f"    select '{c.name}', 'category_share', {c.name}, count(*)::double / sum(count(*)) over ()\n"
+                         f"    from training_window where {c.name} is not null group by {c.name}")
+    return "\n    union all\n".join(parts)
+
+
 def render(p: Plan, out: Path) -> dict[str, str]:
     """Relative path -> text of every generated file."""
     s, table = p.schema, p.schema.table
@@ -280,6 +298,9 @@ def render(p: Plan, out: Path) -> dict[str, str]:
             label=p.label, monitoring=""),
         ".gitignore": t.GITIGNORE,
     }
+    files[f"dbt_project/models/marts/validation/baseline_{table}_profile.sql"] = t.BASELINE_MODEL.substitute(
+        staging=staging, time=p.time, profile=_profile(p))
+    files["dbt_project/models/marts/validation/_validation__models.yml"] = t.BASELINE_YML.substitute(table=table)
     if p.vocabulary:
         counts = "\n    union all\n".join(t.VOCAB_COUNT.substitute(column=c.name) for c in p.vocabulary)
         files[f"dbt_project/models/marts/ml/fitted_{table}_vocab.sql"] = t.VOCAB_MODEL.substitute(
