@@ -199,8 +199,9 @@ def _roles(options: InitOptions, root: Path, table: str, layout: str, fmt: str, 
                             "(or leave --timestamp out: the partition's day then dates each row)")
     if options.key is not None and by_name[options.key].kind not in ("string", "integer"):
         raise ScaffoldError(f"--key {options.key!r} is {by_name[options.key].kind}, expected text or an integer id")
-    if len(set(p for p in (options.label, timestamp, options.key) if p)) < len([p for p in (options.label, timestamp, options.key) if p]):
-        raise ScaffoldError("--label, --timestamp and --key must name different columns")
+    named = [c for c in (options.label, timestamp, options.key) if c]
+    if len(set(named)) < len(named):
+        raise ScaffoldError(f"--label, --timestamp and --key must name different columns, got {named}")
     task = options.task or _task(label, label_values)
     if task not in TASKS:
         raise ScaffoldError(f"--task {task!r}: expected one of {TASKS}")

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.scaffold_support import Scaffolded, assert_every_path_scores_as_the_warehouse, days, scaffold_and_run
+from tests.e2e.scaffold_support import (Scaffolded, assert_every_path_scores_as_the_warehouse, days, generated_files,
+                                        scaffold_and_run)
 
 pytestmark = pytest.mark.slow
 ROWS_PER_DAY = 250
@@ -52,6 +53,27 @@ def scaffolded(tmp_path_factory: pytest.TempPathFactory) -> Scaffolded:
 def test_a_daily_parquet_folder_deploys_and_serves_as_the_warehouse_scores(scaffolded: Scaffolded, tmp_path: Path) -> None:
     assert "binary on 'clicked'; key 'impression_id'; event time 'shown_at'" in scaffolded.init_stdout
     assert "parity passed" in scaffolded.run_stdout
+    # No monitoring models generated yet: the monitor stage says so and the run goes on.
+    assert "monitored False, why the dbt project has no models tagged 'monitoring'" in scaffolded.run_stdout
+    assert generated_files(scaffolded) == [
+        ".gitignore",
+        "dbt_project/dbt_project.yml",
+        "dbt_project/macros/features/impressions_features.sql",
+        "dbt_project/macros/generate_schema_name.sql",
+        "dbt_project/macros/serving/serving_impressions_features.sql",
+        "dbt_project/macros/staging/impressions_columns.sql",
+        "dbt_project/models/marts/ml/_ml__models.yml",
+        "dbt_project/models/marts/ml/fct_impressions_features.sql",
+        "dbt_project/models/marts/ml/fitted_impressions_stats.sql",
+        "dbt_project/models/marts/ml/fitted_impressions_vocab.sql",
+        "dbt_project/models/marts/validation/_validation__models.yml",
+        "dbt_project/models/marts/validation/baseline_impressions_profile.sql",
+        "dbt_project/models/staging/landing/_landing__models.yml",
+        "dbt_project/models/staging/landing/_landing__sources.yml",
+        "dbt_project/models/staging/landing/stg_landing__impressions.sql",
+        "dbt_project/profiles.yml",
+        "pipeline.yml",
+    ]
     bundle = scaffolded.bundle()
     assert bundle.manifest.task == "binary"
     assert list(bundle.manifest.feature_names) == [
