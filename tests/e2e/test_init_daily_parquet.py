@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import run_orchestrator
 from tests.e2e.scaffold_support import (Scaffolded, assert_every_path_scores_as_the_warehouse, days, generated_files,
                                         scaffold_and_run)
 
@@ -53,8 +54,6 @@ def scaffolded(tmp_path_factory: pytest.TempPathFactory) -> Scaffolded:
 def test_a_daily_parquet_folder_deploys_and_serves_as_the_warehouse_scores(scaffolded: Scaffolded, tmp_path: Path) -> None:
     assert "binary on 'clicked'; key 'impression_id'; event time 'shown_at'" in scaffolded.init_stdout
     assert "parity passed" in scaffolded.run_stdout
-    # No monitoring models generated yet: the monitor stage says so and the run goes on.
-    assert "monitored False, why the dbt project has no models tagged 'monitoring'" in scaffolded.run_stdout
     assert generated_files(scaffolded) == [
         ".gitignore",
         "dbt_project/dbt_project.yml",
@@ -81,3 +80,16 @@ def test_a_daily_parquet_folder_deploys_and_serves_as_the_warehouse_scores(scaff
         "is_mobile"]
     assert bundle.manifest.metrics["test"]["roc_auc"] > 0.6
     assert_every_path_scores_as_the_warehouse(scaffolded, tmp_path, fused=True)
+
+
+def test_a_second_run_on_a_new_day_compares_with_the_champions_baseline(scaffolded: Scaffolded) -> None:
+    """After the deploy a new day lands: the run validates it against the deployed model's
+    baseline profile, and `monitor` skips with its reason (no monitoring models are generated yet)."""
+    day = days()[-1] + dt.timedelta(days=1)
+    pq.write_table(_impressions(np.random.default_rng(99), day, ROWS_PER_DAY),
+                   scaffolded.root.parent / "landing" / "impressions" / f"{day}.parquet")
+    result = run_orchestrator("--config", str(scaffolded.config), timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert "baseline: checks compare with the training window of the deployed model" in result.stdout
+    assert "monitored False, why the dbt project has no models tagged 'monitoring'" in result.stdout
+    assert "WARNING" not in result.stderr, result.stderr
