@@ -119,7 +119,7 @@ def makes_features(column: Column, sampled_rows: int) -> bool:
 
 
 @functools.cache
-def _reserved_words() -> frozenset[str]:
+def reserved_words() -> frozenset[str]:
     """DuckDB's keywords that are not plain identifiers (read on first use, never at import)."""
     with duckdb.connect() as con:
         return frozenset(r[0] for r in con.execute(
@@ -130,7 +130,7 @@ def identifier(raw: str, taken: set[str]) -> str:
     """A lower-case SQL identifier for a landing name (``Sepal.Length`` -> ``sepal_length``),
     unique among ``taken`` and never a DuckDB keyword, so generated SQL reads it unquoted."""
     name = re.sub(r"[^0-9a-z]+", "_", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", raw).lower()).strip("_") or "column"
-    if name[0].isdigit() or name in _reserved_words():
+    if name[0].isdigit() or name in reserved_words():
         name = f"c_{name}" if name[0].isdigit() else f"{name}_value"
     base, n = name, 2
     while name in taken:

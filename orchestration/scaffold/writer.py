@@ -17,7 +17,7 @@ from typing import Any
 from orchestration.scaffold import templates as t
 from orchestration.scaffold.errors import ScaffoldError
 from orchestration.scaffold.inference import SAMPLE_ROWS, InitOptions, LandingSchema
-from orchestration.scaffold.recipes import RECIPES, Feature, Staged, identifier, makes_features
+from orchestration.scaffold.recipes import RECIPES, Feature, Staged, identifier, makes_features, reserved_words
 
 PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 LABEL_TYPES = {"binary": "integer", "regression": "double"}
@@ -65,7 +65,8 @@ def plan(schema: LandingSchema) -> Plan:
         # No id: a hash of the request fields, computed alike in staging and serving. Rows with
         # identical fields share it (and their features); parity compares one row per key.
         key = identifier("record_key", taken)
-        key_sql = "md5(concat_ws('|', " + ", ".join(f"coalesce(cast({_q(n)} as varchar), '\\N')" for n in inputs) + "))"
+        key_sql = "md5(concat_ws('|',\n        " + ",\n        ".join(
+            f"coalesce(cast({_q(n)} as varchar), '\\N')" for n in inputs) + "\n    ))"
     time = next(s.name for s in staged if s.raw == schema.timestamp) if schema.timestamp else identifier("landed_at", taken)
     features: list[Feature] = []
     stats: list[tuple[str, str]] = [("count_training_rows", "count(*)")]
@@ -111,7 +112,7 @@ def _sources(p: Plan, landing_default: str) -> str:
     columns = []
     for c in s.columns:
         entry: dict[str, Any] = {"name": c.name, "data_type": c.data_type}
-        if not PLAIN_NAME.match(c.name):
+        if not PLAIN_NAME.match(c.name) or c.name in reserved_words():
             entry["quote"] = "true"  # so dbt's tests quote it too (`where "Measured At" is null`)
         if c.name in required:
             entry["data_tests"] = "[not_null]"
