@@ -40,7 +40,6 @@ from orchestration.landing_layout import LandingReadError, file_schema, partitio
 from orchestration.landing_layout import partition_files as layout_files
 from orchestration.landing_rows import INCOMING, LandingRules, row_checks
 
-PARTITION_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 # Names that look like landing data: what is not a partition among them is reported, never ignored.
 DATA_LIKE = re.compile(r"\.(parquet|parq|pqt|pq)$", re.IGNORECASE)
 RAW_SCHEMA = "raw"

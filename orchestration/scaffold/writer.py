@@ -167,7 +167,7 @@ def _features_macro(p: Plan) -> str:
 
 
 def _ml_yml(p: Plan) -> str:
-    s, first = p.schema, s_first_day(p)
+    s, first = p.schema, p.schema.days[0]
     stats_cols = "\n".join("      - " + _flow({"name": n, "data_type": "bigint" if n == "count_training_rows" else "double"})
                            for n, _ in p.stats)
     out = ["version: 2", "models:",
@@ -193,10 +193,6 @@ def _ml_yml(p: Plan) -> str:
             f"meta: {{role: feature, available_from: \"{first}\"}}}}" for f in p.features]
     out += [f"      - {{name: {p.label}, data_type: {p.label_type}, meta: {{role: label}}, data_tests: [not_null]}}"]
     return "\n".join(out) + "\n" + _unit_test(p)
-
-
-def s_first_day(p: Plan) -> dt.date:
-    return p.schema.days[0]
 
 
 def _fixture(value: Any) -> str:

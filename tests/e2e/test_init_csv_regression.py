@@ -5,7 +5,6 @@ serving path scores as the warehouse does."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
