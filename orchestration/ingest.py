@@ -20,6 +20,8 @@ and load it into the raw table exactly once, logging file, rows, checksum and lo
   zone (``meta.landing.time_zone``), and then converted from it.
 
 New partitions load in one transaction with their log rows: a killed run loads nothing.
+Which files are partitions, and each one's name, day and reader, is ``orchestration.landing_layout``
+(daily Parquet or CSV files, hive-style day folders).
 """
 
 from __future__ import annotations
