@@ -18,6 +18,7 @@ from orchestration.context import RunContext
 from orchestration.engine import Engine, StageDecision, Selection, landing_digest, with_retries
 from orchestration.errors import ConfigError, StageError
 from orchestration.monitoring import simulate
+from orchestration.scaffold import command as init_command
 from orchestration.monitoring.report import write_report
 from orchestration.notify import Alert, notify
 from orchestration.runlock import RunLocked, run_lock
@@ -351,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--reason", default="manual rollback", help="why; recorded in the promotion history")
     add_config(back)
     simulate.add_parser(sub)
+    init_command.add_parser(sub)
     demo = sub.add_parser("demo-data", help="write seeded demo partitions to a landing folder")
     demo.add_argument("--landing", type=Path, default=Path("data/landing"), help="landing folder (default: data/landing)")
     demo.add_argument("--rows", type=int, default=1_000_000, help="number of transactions (default: 1000000)")
@@ -376,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo-data":
         return _cmd_demo_data(args)
+    if args.command == "init":  # makes a config: none to load yet
+        return init_command.main(args)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:

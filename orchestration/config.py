@@ -26,7 +26,8 @@ class Paths:
     warehouse: Path = Path("data/warehouse.duckdb")
     """The DuckDB warehouse file (env WAREHOUSE_PATH overrides)."""
     landing: Path = Path("data/landing")
-    """Landing folder with ``<table>/YYYY-MM-DD.parquet`` partitions (env LANDING_PATH overrides)."""
+    """Landing folder with ``<table>/YYYY-MM-DD.parquet`` (or ``.csv``) partitions, or hive-style
+    ``<table>/date=YYYY-MM-DD/`` folders (env LANDING_PATH overrides)."""
     artifacts: Path = Path("artifacts")
     """Registry, dbt target and logs (env ARTIFACTS_PATH overrides)."""
 

@@ -20,6 +20,8 @@ and load it into the raw table exactly once, logging file, rows, checksum and lo
   zone (``meta.landing.time_zone``), and then converted from it.
 
 New partitions load in one transaction with their log rows: a killed run loads nothing.
+Which files are partitions, and each one's name, day and reader, is ``orchestration.landing_layout``
+(daily Parquet or CSV files, hive-style day folders).
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from orchestration.checks import CheckResult, insert_checks
 from orchestration.errors import LandingError
+from orchestration.landing_layout import LandingReadError, file_schema, partition_day, partition_name, scan_sql
+from orchestration.landing_layout import partition_files as layout_files
 from orchestration.landing_rows import INCOMING, LandingRules, row_checks
 
-PARTITION_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 # Names that look like landing data: what is not a partition among them is reported, never ignored.
 DATA_LIKE = re.compile(r"\.(parquet|parq|pqt|pq)$", re.IGNORECASE)
 RAW_SCHEMA = "raw"
@@ -106,8 +108,8 @@ def _sha256(path: Path) -> str:
 
 
 def partition_files(landing: Path, table: str) -> list[Path]:
-    folder = landing / table
-    return sorted(p for p in folder.glob("*.parquet") if p.is_file()) if folder.is_dir() else []
+    """Landing files of ``table`` in every accepted layout (``orchestration.landing_layout``)."""
+    return layout_files(landing, table)
 
 
 def stray_checks(landing: Path, table: str) -> list[CheckResult]:
@@ -190,13 +192,7 @@ def schema_problems(path: Path, actual: dict[str, str], expected: dict[str, str]
 
 
 def _day(path: Path) -> dt.date | None:
-    match = PARTITION_NAME.match(path.name)
-    if not match:
-        return None
-    try:
-        return dt.date.fromisoformat(match.group(1))
-    except ValueError:
-        return None
+    return partition_day(path)
 
 
 def _zone_problems(path: Path, schema: pa.Schema, expected: dict[str, str],
@@ -217,19 +213,20 @@ def check_partition(path: Path, expected: dict[str, str],
     day = _day(path)
     if day is None:
         return None, [_problem(path, "landing_file_name", "landing files must be named YYYY-MM-DD.parquet "
-                               "(one per day, a valid date); rename or remove it", metric="name",
+                               "or YYYY-MM-DD.csv (one per day, a valid date), or sit in a hive-style day folder "
+                               "(date=YYYY-MM-DD/); rename or remove it", metric="name",
                                expected="YYYY-MM-DD.parquet", actual=path.name)]
     try:
-        meta = pq.read_metadata(path)
-        schema = meta.schema.to_arrow_schema()
-    except (pa.ArrowException, OSError) as exc:
-        return None, [_problem(path, "landing_readable", f"not a readable Parquet file ({exc}); re-deliver the "
-                               "partition", metric="parquet", expected="readable Parquet", actual="unreadable")]
+        schema, num_rows = file_schema(path, expected)
+    except LandingReadError as exc:
+        shown = "CSV" if path.suffix == ".csv" else "Parquet"
+        return None, [_problem(path, "landing_readable", f"{exc}; re-deliver the partition", metric=path.suffix[1:],
+                               expected=f"readable {shown}", actual="unreadable")]
     problems = schema_problems(path, {f.name: arrow_kind(f.type) for f in schema}, expected)
     naive, zone_problems = _zone_problems(path, schema, expected, time_zone)
     if problems or zone_problems:
         return None, problems + zone_problems
-    partition = Partition(path, day, _sha256(path), meta.num_rows, naive)
+    partition = Partition(path, day, _sha256(path), num_rows, naive)
     return partition, [CheckResult(origin="ingest", table=_landing_name(path), check="landing_schema", column=None,
                                    metric="columns", severity="error", status="pass", passed=True,
                                    expected=f"{len(expected)} declared columns", actual="match")]
@@ -325,7 +322,7 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
         for i, path in enumerate(paths, 1):
             if i % 20 == 0 or i == len(paths):
                 progress(f"checked {i}/{len(paths)} landing files")
-            known = logged.get(path.name)
+            known = logged.get(partition_name(path))
             day = _day(path)
             if known and reload and day and reload[0] <= day <= reload[1]:
                 partition, file_checks = check_partition(path, expected, rules.time_zone)
@@ -333,7 +330,7 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
                 if partition is not None:
                     partitions.append(partition)
                     replaced.append(partition)
-                    reloaded.append(path.name)
+                    reloaded.append(partition_name(path))
                 continue
             sha = _sha256(path) if known else None
             if known and sha == known[0]:
@@ -376,20 +373,20 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
             con.execute("delete from raw.ingestion_log")
         _ensure_raw_table(con, relation, expected)
         for p in replaced:
-            con.execute(f'delete from {relation} where "{FILE_COLUMN}" = ?', [p.path.name])
-            con.execute("delete from raw.ingestion_log where file_name = ?", [p.path.name])
-            what = "backfill: reloading" if p.path.name in reloaded else "replacing unpublished"
-            progress(f"{what} partition {p.path.name}: sha256 {logged[p.path.name][0][:12]} -> {p.sha256[:12]}")
+            con.execute(f'delete from {relation} where "{FILE_COLUMN}" = ?', [partition_name(p.path)])
+            con.execute("delete from raw.ingestion_log where file_name = ?", [partition_name(p.path)])
+            what = "backfill: reloading" if partition_name(p.path) in reloaded else "replacing unpublished"
+            progress(f"{what} partition {partition_name(p.path)}: sha256 {logged[partition_name(p.path)][0][:12]} -> {p.sha256[:12]}")
         select = ", ".join(f'"{c}"' for c in expected)
         con.execute(f'insert into {relation} ({select}, "{FILE_COLUMN}") select {select}, filename from {INCOMING} '
                     'order by filename, row_number')
         for p in loaded:
             con.execute(
                 "insert into raw.ingestion_log (file_name, partition_date, count_rows, sha256, loaded_at, run_id) "
-                "values (?, ?, ?, ?, ?, ?)", [p.path.name, p.day, p.rows, p.sha256, now, run_id])
+                "values (?, ?, ?, ?, ?, ?)", [partition_name(p.path), p.day, p.rows, p.sha256, now, run_id])
         con.execute("commit")
     return IngestResult(tuple(sorted(partitions, key=lambda p: p.day)), tuple(loaded),
-                        tuple(p.path.name for p in replaced if p.path.name not in reloaded), tuple(checks),
+                        tuple(partition_name(p.path) for p in replaced if partition_name(p.path) not in reloaded), tuple(checks),
                         tuple(reloaded))
 
 
@@ -413,8 +410,8 @@ def _stage_rows(con: duckdb.DuckDBPyConnection, relation: str, expected: dict[st
                 + ", null::varchar as filename, null::bigint as row_number limit 0")
     for p in incoming:
         con.execute(f"insert into {INCOMING} select {_select(expected, p, rules.time_zone)}, ?, row_number() over () "
-                    "from read_parquet(?)", [p.path.name, str(p.path)])
-    replaced = ", ".join("'" + p.path.name.replace("'", "''") + "'" for p in incoming)
+                    f"from {scan_sql([p.path], expected)}", [partition_name(p.path)])
+    replaced = ", ".join("'" + partition_name(p.path).replace("'", "''") + "'" for p in incoming)
     existing = None
     if _exists(con, relation):
         existing = f'select * from {relation}' + (f' where "{FILE_COLUMN}" not in ({replaced})' if replaced else "")

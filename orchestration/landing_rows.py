@@ -179,7 +179,9 @@ def _partition_days(con: duckdb.DuckDBPyConnection, table: str, at: str, toleran
     hours = f"interval {float(tolerance) * 3600:.0f} second"
     rows = con.execute(f"""
         with inc as (
-            select filename, {t} as event_at, row_hash, cast(left(filename, 10) as date) as day
+            -- The partition's day: its name's date (YYYY-MM-DD.parquet, or date=YYYY-MM-DD/part.csv).
+            select filename, {t} as event_at, row_hash,
+                cast(regexp_extract(filename, '(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1) as date) as day
             from landing_all where is_incoming
         ),
         outside as (

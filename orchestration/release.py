@@ -26,6 +26,7 @@ from orchestration.promotion import promote
 from orchestration.dbt import compile_inline
 from orchestration.errors import StageError
 from orchestration.ingest import partition_files
+from orchestration.landing_layout import partition_day, scan_sql
 from serving import registry
 from serving.bundle import FUSED_FILE, FUSED_GATE, Bundle, InputField, load_bundle, write_gate_report
 from serving.errors import BundleError
@@ -41,7 +42,7 @@ from training.fused_parity import FusedVerdict, verify_fused
 from training.gates import (GateResult, latency_gate, metric_gates, regression_gate, report_table,
                             size_gate, slice_gates)
 from training.online import store_as_of
-from training.parity import ParityReport, Replayed, check_parity, held_out_raw_rows, replay
+from training.parity import ParityReport, Replayed, check_parity, held_out_raw_rows, one_row_per_key, replay
 from training.run import TrainedModel
 from training.serving_sql import check_serving_sql, request_schema
 from training.tracking import RunRecord, record_gates
@@ -218,10 +219,14 @@ def _holdout_rows(ctx: RunContext, fields: Sequence[InputField]) -> Any:
     the window's first ``parity.rows`` events in order (replayed through the store); else a
     seeded sample."""
     split: SplitBoundaries = ctx.state["split"]
-    held_out = [p for p in partition_files(ctx.cfg.landing, ctx.source_table) if p.stem >= split.valid_end.isoformat()]
+    held_out = [p for p in partition_files(ctx.cfg.landing, ctx.source_table)
+                if (day := partition_day(p)) is not None and day >= split.valid_end]
     states = ctx.state["states"]
+    # Read with every declared type (a CSV is read whole), kept to the request's fields.
+    declared = {f.name: f.type for f in ctx.state["input_schema"]}
     return held_out_raw_rows(held_out, [f.name for f in fields], ctx.cfg.parity.rows, ctx.cfg.seed,
-                             time=states[0].spec.time if states else None, start=_holdout_start(ctx) if states else None)
+                             time=states[0].spec.time if states else None, start=_holdout_start(ctx) if states else None,
+                             scan=scan_sql(held_out, declared) if held_out else None)
 
 
 def _parity_gate(report: ParityReport) -> GateResult:
@@ -293,12 +298,13 @@ def _champion_comparison(ctx: RunContext, candidate: Bundle, cand: Replayed) -> 
                            champion["bundle_id"] if champion else None, error)
 
 
-def _raw_time(ctx: RunContext, fields: Sequence[InputField]) -> str:
-    """The raw field the replay orders by: the entity's event time (any timestamp field without entity state)."""
+def _raw_time(ctx: RunContext, fields: Sequence[InputField]) -> str | None:
+    """The raw field the replay orders by: the entity's event time (any timestamp field without
+    entity state; None when the raw fields hold no timestamp)."""
     states = ctx.state["states"]
     if states:
         return states[0].spec.time
-    return next(f.name for f in fields if f.type == "timestamp")
+    return next((f.name for f in fields if f.type == "timestamp"), None)
 
 
 def _scores(bundle: Any, matrix: np.ndarray) -> np.ndarray:
@@ -312,7 +318,8 @@ def _labels(ctx: RunContext, keys: pa.Array) -> np.ndarray:
     with duckdb.connect(str(ctx.cfg.warehouse), read_only=True) as con:
         con.register("keys", pa.table({"__key": keys, "__order": pa.array(np.arange(len(keys)))}))
         table = con.execute(
-            f'select m."{spec.label}" from keys k join {spec.relation} m on m."{spec.key}" = k.__key order by k.__order'
+            f'select m."{spec.label}" from keys k join {one_row_per_key(spec)} m on m."{spec.key}" = k.__key '
+            'order by k.__order'
         ).fetch_arrow_table()
     if table.num_rows != len(keys):
         raise StageError(f"{len(keys) - table.num_rows} held-out rows have no label in {spec.relation}")

@@ -31,6 +31,7 @@ from orchestration.dbt import run_dbt
 from orchestration.faults import pause_point
 from orchestration.errors import DbtError, PublishError, StageError, ValidationError
 from orchestration.ingest import ingest, partition_files, source_relation_vars
+from orchestration.landing_layout import partition_day
 from orchestration.landing_rows import LandingRules
 from orchestration.materialize import materialize
 from training import dbt_manifest
@@ -101,7 +102,8 @@ def _freshness_as_of(setting: str, days: list[dt.date]) -> str | None:
 def _check_backfill_range(ctx: RunContext) -> None:
     """A backfill over days with no landing partition is a mistake worth naming, not a silent no-op."""
     start, end = ctx.backfill
-    days = sorted(p.stem for p in partition_files(ctx.cfg.landing, ctx.source_table))
+    days = sorted(d.isoformat() for p in partition_files(ctx.cfg.landing, ctx.source_table)
+                  if (d := partition_day(p)) is not None)
     if not any(start.isoformat() <= d <= end.isoformat() for d in days):
         raise StageError(f"backfill {start}..{end}: no landing partition in that range "
                          f"({ctx.cfg.landing / ctx.source_table} holds {days[0] if days else 'none'}"

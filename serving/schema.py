@@ -389,13 +389,16 @@ class BatchBodyDecoder:
 
     def __init__(self, fields: Sequence[InputField]) -> None:
         self._fields = tuple(fields)
-        record = msgspec.defstruct("Record", [(f.name, _DECODED_TYPES[f.type] | None if f.nullable
-                                               else _DECODED_TYPES[f.type]) for f in self._fields],
+        # Attributes are positional (f0, f1...) and renamed to the field's JSON name: a struct's
+        # attributes must be identifiers, a landing column need not be (``Sepal.Length``).
+        record = msgspec.defstruct("Record", [(f"f{i}", _DECODED_TYPES[f.type] | None if f.nullable
+                                               else _DECODED_TYPES[f.type], msgspec.field(name=f.name))
+                                              for i, f in enumerate(self._fields)],
                                    forbid_unknown_fields=True, gc=False)  # scalars only: nothing to collect
         batch = msgspec.defstruct("Batch", [("records", list[record])], forbid_unknown_fields=True)
         self._decoder = msgspec.json.Decoder(batch)
         self._encoder = msgspec.json.Encoder()
-        self._getters = [attrgetter(f.name) for f in self._fields]
+        self._getters = [attrgetter(f"f{i}") for i in range(len(self._fields))]
 
     def decode(self, raw: bytes, max_records: int) -> tuple[Request, bytes] | None:
         """(request, the records as a JSON array) for a plainly valid batch body, else None."""

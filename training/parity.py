@@ -88,12 +88,14 @@ class Replayed:
     """The served scores (``Predictions.scores``), in row order."""
 
 
-def replay(bundle: Bundle, raw: pa.Table, warehouse: Path, key: str, time: str,
+def replay(bundle: Bundle, raw: pa.Table, warehouse: Path, key: str, time: str | None,
            states: tuple[EntityStateModel, ...], start: str, store: OnlineStore | None = None) -> Replayed:
     """Serve ``raw`` (held-out raw rows from ``start`` on, in event order) through ``bundle`` with
     a store holding every landed event before ``start`` (``store``, or a new one), recording each
     batch after scoring it."""
-    order = np.argsort(np.asarray(raw.column(time).to_numpy(zero_copy_only=False)), kind="stable")
+    # Without an event time (raw fields with no timestamp, hence no entity state) order is moot.
+    order = (np.arange(raw.num_rows) if time is None else
+             np.argsort(np.asarray(raw.column(time).to_numpy(zero_copy_only=False)), kind="stable"))
     with contextlib.ExitStack() as stack:
         if store is None:
             store = stack.enter_context(store_as_of(warehouse, states, start))
@@ -124,7 +126,7 @@ def check_parity(bundle: Bundle, served: Replayed, warehouse: Path, spec: Featur
         columns = ", ".join(f'm."{c}"' for c in spec.features)
         mart = con.execute(
             f'select k.__order, m."{spec.key}" is not null as __found, {columns} from served_keys k '
-            f'left join {spec.relation} m on m."{spec.key}" = k.__key order by k.__order'
+            f'left join {one_row_per_key(spec)} m on m."{spec.key}" = k.__key order by k.__order'
         ).fetch_arrow_table()
     found = mart.column("__found").to_numpy(zero_copy_only=False)
     warehouse_matrix = np.column_stack(
@@ -148,20 +150,30 @@ def check_parity(bundle: Bundle, served: Replayed, warehouse: Path, spec: Featur
                         feature_rtol=feature_rtol, score_atol=score_atol)
 
 
+def one_row_per_key(spec: FeatureSpec) -> str:
+    """The mart with one row per key. A key is unique in a mart keyed by its events; a key that
+    is a hash of the request fields (data without an id, see docs/bring-your-own-data.md) is
+    shared by rows with identical fields, hence identical features: any one of them stands for all."""
+    return (f'(select * from {spec.relation} qualify row_number() over '
+            f'(partition by "{spec.key}" order by "{spec.label}") = 1)')
+
+
 def held_out_raw_rows(files: list[Path], fields: list[str], rows: int, seed: int, time: str | None = None,
-                      start: str | None = None) -> pa.Table:
+                      start: str | None = None, scan: str | None = None) -> pa.Table:
     """Held-out raw rows (input fields). With ``time`` and ``start``: the first ``rows`` from
     ``start`` in event order, a prefix of the window, so every earlier held-out event is among
-    them and the replayed entity state is whole; else a seeded sample."""
+    them and the replayed entity state is whole; else a seeded sample. ``scan`` is a DuckDB
+    table function reading ``files`` in their layout (CSV, say); by default they are Parquet."""
     names = ", ".join(f'"{f}"' for f in fields)
+    source, params = (scan, []) if scan else ("read_parquet(?)", [[str(p) for p in files]])
     with duckdb.connect() as con:
         # A zoned landing timestamp read as the warehouse stored it (UTC), whatever the process's TZ.
         con.execute("set TimeZone = 'UTC'")
         if time is not None and start is not None:
             return con.execute(
-                f'select {names} from read_parquet(?) where cast("{time}" as timestamp) >= cast(? as timestamp) '
-                f'order by "{time}" limit {int(rows)}', [[str(p) for p in files], start]).fetch_arrow_table()
-        table = con.execute(f"select {names} from read_parquet(?)", [[str(p) for p in files]]).fetch_arrow_table()
+                f'select {names} from {source} where cast("{time}" as timestamp) >= cast(? as timestamp) '
+                f'order by "{time}" limit {int(rows)}', [*params, start]).fetch_arrow_table()
+        table = con.execute(f"select {names} from {source}", params).fetch_arrow_table()
     if table.num_rows <= rows:
         return table
     rng = np.random.default_rng(seed)

@@ -324,3 +324,17 @@ def test_nesting_depth_is_measured_without_recursion() -> None:
 
     assert not nests_too_deep(nested(MAX_NESTING)) and nests_too_deep(nested(MAX_NESTING + 1))
     assert nests_too_deep(nested(1_000_000)) and not nests_too_deep({"records": [{"a": 1, "b": "x"}] * 1000})
+
+
+@pytest.mark.parametrize("name", ["Sepal.Length", "petal width", "Class", "1st", "for", "naïve-col"])
+def test_the_batch_decoder_takes_any_column_name(name: str) -> None:
+    """A landing column need not be a Python identifier: the decoder's struct attributes are
+    positional and renamed to the field's JSON name (was ``TypeError: __slots__ must be identifiers``)."""
+    from serving.schema import BatchBodyDecoder
+
+    fields = (InputField(name, "double", nullable=False), InputField("id", "string", nullable=True))
+    decoded = BatchBodyDecoder(fields).decode(f'{{"records": [{{"{name}": 1.5, "id": "a"}}]}}'.encode(), 10)
+    assert decoded is not None
+    request, records = decoded
+    assert records == f'[{{"{name}":1.5,"id":"a"}}]'.encode()
+    assert BatchBodyDecoder(fields).decode(b'{"records": [{"id": "a"}]}', 10) is None  # missing: the general path names it
