@@ -237,6 +237,9 @@ def _test_result(result: dict[str, Any], node: dict[str, Any], manifest: dict[st
         row = con.execute(WORST_SEGMENT_SQL.format(relation=result["relation_name"])).fetchone()
         if row is not None:
             segment, metric, expected, actual, threshold, lower, upper, n, failed, not_judged = row
+            if failed:
+                # How to fix it, as the test declares (config meta.fix in macros/tests/).
+                message = str((node["config"].get("meta") or {}).get("fix") or "")
             if not_judged and status == "pass":
                 # Days too small to judge are not passes: a check that judged none is "not judged".
                 message = f"{not_judged} of {n} days not judged (too few rows to tell)"
