@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from orchestration.checks import CheckResult, insert_checks
 from orchestration.errors import LandingError
 from orchestration.landing_rows import INCOMING, LandingRules, row_checks
+from training.warehouse import connect_warehouse
 
 PARTITION_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 # Names that look like landing data: what is not a partition among them is reported, never ignored.
@@ -376,8 +377,7 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
         )
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     relation = raw_relation(table)
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("set TimeZone = 'UTC'")  # a zoned timestamp is stored as UTC whatever the process's TZ
+    with connect_warehouse(warehouse) as con:
         con.execute("set enable_progress_bar = false")
         con.execute(LOG_DDL)
         logged = {name: (sha, rows, published) for name, sha, rows, published in con.execute(

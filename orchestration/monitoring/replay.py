@@ -26,6 +26,7 @@ from orchestration.config import PipelineConfig
 from serving import registry
 from serving.bundle import load_bundle
 from serving.predictor import Predictor
+from training.warehouse import connect_warehouse
 
 SCORE_ATOL = 1e-5
 SHOWN = 5
@@ -91,7 +92,7 @@ def _exists(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
 def audit(cfg: PipelineConfig, raw_relation: str = "raw.transactions", seed: int | None = None) -> AuditReport:
     """Replay a seeded sample of logged predictions; see the module docstring."""
     limit = cfg.monitoring.replay_rows
-    with duckdb.connect(str(cfg.warehouse), read_only=True) as con:
+    with connect_warehouse(cfg.warehouse, read_only=True) as con:
         if limit == 0 or not _exists(con, LINES):
             return AuditReport()
         landed = _exists(con, raw_relation)
