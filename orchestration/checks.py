@@ -18,6 +18,8 @@ from typing import Any
 
 import duckdb
 
+from training.warehouse import connect_warehouse
+
 SEVERITIES = ("error", "warn")
 
 DDL = """
@@ -157,7 +159,7 @@ _COLUMN = {"table": "table_name", "check": "check_name", "column": "column_name"
 
 
 def record_checks(warehouse: Path, run_id: str, results: Iterable[CheckResult]) -> None:
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_warehouse(warehouse) as con:
         insert_checks(con, run_id, results)
 
 
@@ -165,7 +167,7 @@ def record_alert(warehouse: Path, run_id: str, *, stage: str | None, severity: s
                  message: str) -> None:
     """Append one alert to ``validation.alerts``."""
     warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_warehouse(warehouse) as con:
         ensure_tables(con)
         con.execute("insert into validation.alerts values (?, ?, ?, ?, ?, ?)",
                     [run_id, _now(), stage, severity, list(checks), message])
@@ -237,6 +239,9 @@ def _test_result(result: dict[str, Any], node: dict[str, Any], manifest: dict[st
         row = con.execute(WORST_SEGMENT_SQL.format(relation=result["relation_name"])).fetchone()
         if row is not None:
             segment, metric, expected, actual, threshold, lower, upper, n, failed, not_judged = row
+            if failed:
+                # How to fix it, as the test declares (config meta.fix in macros/tests/).
+                message = str((node["config"].get("meta") or {}).get("fix") or "")
             if not_judged and status == "pass":
                 # Days too small to judge are not passes: a check that judged none is "not judged".
                 message = f"{not_judged} of {n} days not judged (too few rows to tell)"
@@ -268,7 +273,7 @@ def dbt_results(run_results: dict[str, Any], manifest: dict[str, Any], warehouse
                       suffix: str) -> list[CheckResult]:
     """One check result per test and model in dbt run/test results (run_results.json)."""
     out = []
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         for result in run_results.get("results", []):
             node = manifest["nodes"].get(result["unique_id"])
             if node is None:

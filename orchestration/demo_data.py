@@ -91,7 +91,18 @@ FAULTS = {
     "misnamed-file": "the partition arrives as YYYY-MM-DD.parq (not ingested: a named warning)",
     "upper-case-suffix": "the partition arrives as YYYY-MM-DD.PARQUET (not ingested: a named warning)",
     "directory-partition": "the partition arrives as a directory named YYYY-MM-DD.parquet holding the file",
+    "corrupt-page": "bytes inside a data page of amount are overwritten; the footer is intact (a page checksum "
+                    "mismatch)",
+    "shifted-local-time": "txn_ts arrives as naive New York local time (5 hours behind) where the source declares "
+                          "UTC",
+    "user-id-format": "user_id loses its prefix and zero padding (u_000042 arrives as 42): every user looks new",
+    "user-id-trailing-space": "user_id arrives with a trailing space ('u_000042 '): every user looks new",
+    "alpha3-country": "country_code arrives as ISO alpha-3 (US as USA)",
+    "unseen-currency": "every currency_code arrives as XXX (ISO's \"no currency\"): every currency unseen",
+    "swapped-categories": "merchant categories grocery and retail arrive swapped",
 }
+ALPHA3 = {"US": "USA", "GB": "GBR", "DE": "DEU", "FR": "FRA", "CA": "CAN", "ES": "ESP", "IT": "ITA", "NL": "NLD",
+          "BR": "BRA", "MX": "MEX", "NG": "NGA", "RU": "RUS"}
 # Faults that need an earlier partition to copy from.
 NEEDS_EARLIER_DAY = ("reused-ids",)
 LATE_FOLDER = "late"
@@ -325,6 +336,25 @@ def _break(table: pa.Table, kind: str, rng: np.random.Generator) -> pa.Table:
         return _replace(table, "amount", pa.array(amount, pa.float64()))
     if kind == "float32-amount":
         return _replace(table, "amount", pc.cast(table.column("amount"), pa.float32()).combine_chunks())
+    if kind == "shifted-local-time":
+        return _replace(table, "txn_ts", pc.subtract(table.column("txn_ts"),
+                                                     pa.scalar(dt.timedelta(hours=5), pa.duration("us"))).combine_chunks())
+    if kind == "user-id-format":
+        number = pc.cast(pc.utf8_slice_codeunits(table.column("user_id"), 2), pa.int64())
+        return _replace(table, "user_id", pc.cast(number, pa.string()).combine_chunks())
+    if kind == "user-id-trailing-space":
+        return _replace(table, "user_id", pc.binary_join_element_wise(table.column("user_id"), " ", "").combine_chunks())
+    if kind == "alpha3-country":
+        codes = [ALPHA3.get(c, c) if c is not None else None for c in table.column("country_code").to_pylist()]
+        return _replace(table, "country_code", pa.array(codes, pa.string()))
+    if kind == "unseen-currency":
+        currency = table.column("currency_code")
+        return _replace(table, "currency_code", pc.if_else(pc.is_null(currency), currency, "XXX").combine_chunks())
+    if kind == "swapped-categories":
+        category = table.column("merchant_category")
+        clean = pc.utf8_lower(pc.utf8_trim_whitespace(category))
+        swapped = pc.if_else(pc.equal(clean, "grocery"), "retail", pc.if_else(pc.equal(clean, "retail"), "grocery", category))
+        return _replace(table, "merchant_category", swapped.combine_chunks())
     if kind == "zoned-timestamps":
         zoned = pc.cast(table.column("txn_ts"), pa.timestamp("us", tz="UTC")).combine_chunks()
         return _replace(table, "txn_ts", zoned.cast(pa.timestamp("us", tz="America/New_York")))
@@ -334,8 +364,18 @@ def _break(table: pa.Table, kind: str, rng: np.random.Generator) -> pa.Table:
 def _write(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+    # Page checksums let ingestion tell a corrupted page from data, even with the footer intact.
+    pq.write_table(table, tmp, compression="zstd", write_statistics=True, write_page_checksum=True)
     tmp.replace(path)
+
+
+def _corrupt_page(path: Path, column: str, rng: np.random.Generator) -> None:
+    """Overwrite bytes in the middle of ``column``'s first column chunk (its pages), leaving the footer as written."""
+    chunk = pq.read_metadata(path).row_group(0).column(pq.read_schema(path).get_field_index(column))
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    with open(path, "r+b") as fh:
+        fh.seek(start + chunk.total_compressed_size // 2)
+        fh.write(rng.integers(0, 256, size=16, dtype=np.uint8).tobytes())
 
 
 def generate(landing: Path, opts: DemoDataOptions) -> list[Path]:
@@ -382,5 +422,7 @@ def generate(landing: Path, opts: DemoDataOptions) -> list[Path]:
         if kind == "corrupt-file":
             with open(path, "r+b") as fh:
                 fh.truncate(path.stat().st_size // 2)
+        elif kind == "corrupt-page":
+            _corrupt_page(path, "amount", fault_rng)
         paths.append(path)
     return paths

@@ -9,10 +9,13 @@ and load it into the raw table exactly once, logging file, rows, checksum and lo
   it; once published it is an error that names the file and both checksums.
 - ``reload`` (``orchestrate.py backfill --start --end``) reloads every partition in a range of
   days whatever its state: the deliberate way to take corrected partitions that were published.
-- Every landing check (file name, readability, schema, time zone, re-delivery, empty file,
-  missing days, and the row checks of ``orchestration.landing_rows``: event keys, partition days,
-  finite numbers) is returned as a ``CheckResult``; any error-severity failure halts before
-  anything is loaded.
+- Every landing check (file name, readability, schema, time zone, every page's integrity,
+  re-delivery, empty file, missing days, and the row checks of ``orchestration.landing_rows``:
+  event keys, partition days, finite numbers) is returned as a ``CheckResult``; any
+  error-severity failure halts before anything is loaded.
+- A new file is read once: its checksum is of the bytes its rows are decoded from, every page is
+  decoded (page checksums verified where the writer wrote them, values checked against the row
+  groups' statistics), and those rows are what loads.
 - Files that look like data but are not named ``YYYY-MM-DD.parquet`` (``.parq``, ``.PARQUET``) are
   a named warning; a directory with a partition's name is an error.
 - Time is UTC: the connection's DuckDB ``TimeZone`` is UTC whatever the process's ``TZ``. A
@@ -35,12 +38,15 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from orchestration.checks import CheckResult, insert_checks
 from orchestration.errors import LandingError
 from orchestration.landing_layout import LandingReadError, file_schema, partition_day, partition_name, scan_sql
 from orchestration.landing_layout import partition_files as layout_files
 from orchestration.landing_rows import INCOMING, LandingRules, row_checks
+from training.warehouse import connect_warehouse
 
 # Names that look like landing data: what is not a partition among them is reported, never ignored.
 DATA_LIKE = re.compile(r"\.(parquet|parq|pqt|pq)$", re.IGNORECASE)
@@ -206,30 +212,122 @@ def _zone_problems(path: Path, schema: pa.Schema, expected: dict[str, str],
                             expected="a time zone", actual="none") for c in naive]
 
 
-def check_partition(path: Path, expected: dict[str, str],
-                    time_zone: str | None = "UTC") -> tuple[Partition | None, list[CheckResult]]:
-    """Checksum and schema-check one landing file against ``expected`` (column -> type name);
-    naive timestamps are refused unless ``time_zone`` says which zone they are in."""
+def _statistics_problem(path: Path, column: str, row_group: int, values: pa.ChunkedArray,
+                        stats: pq.Statistics | None) -> CheckResult | None:
+    """The decoded values of one column chunk against the statistics its writer put in the footer:
+    bytes changed inside a page without a checksum still decode, to values outside them."""
+    if stats is None:
+        return None
+    found: list[str] = []
+    if stats.has_null_count and stats.null_count != values.null_count:
+        found.append(f"{values.null_count} nulls where the footer says {stats.null_count}")
+    # Numbers, times and booleans only: text statistics may be truncated by the writer.
+    t = values.type
+    exact = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_timestamp(t) or pa.types.is_boolean(t)
+    if exact and stats.has_min_max and values.null_count < len(values):
+        low, high = pc.min_max(values).values()
+        if (low.as_py(), high.as_py()) != (stats.min, stats.max):
+            found.append(f"values {low.as_py()} to {high.as_py()} where the footer says {stats.min} to {stats.max}")
+    if not found:
+        return None
+    return _problem(path, "landing_integrity", f"column {column!r}, row group {row_group}: {'; '.join(found)}: the "
+                    "pages do not hold what was written (corrupted bytes, footer intact); re-deliver the partition",
+                    column=column, metric="row_group_statistics", expected="values as the footer's statistics say",
+                    actual="; ".join(found))
+
+
+def _read_columns(path: Path, file: pq.ParquetFile,
+                  columns: list[str]) -> tuple[dict[str, pa.ChunkedArray], list[CheckResult]]:
+    """Every page of every column, decoded and checked (page checksums where written, then the
+    row groups' statistics); one problem per corrupt column, naming it."""
+    meta = file.metadata
+    index = {meta.schema.column(j).path: j for j in range(meta.num_columns)}
+    out: dict[str, pa.ChunkedArray] = {}
+    problems: list[CheckResult] = []
+    for column in columns:
+        chunks = []
+        for i in range(meta.num_row_groups):
+            try:
+                values = file.read_row_group(i, columns=[column]).column(0)
+            except (pa.ArrowException, OSError) as exc:
+                problems.append(_problem(
+                    path, "landing_integrity", f"column {column!r}, row group {i}: a page cannot be read ({exc}); "
+                    "the file is corrupt though its footer is intact: re-deliver the partition", column=column,
+                    metric="pages", expected="every page readable (checksums match)", actual=f"corrupt page: {exc}"))
+                break
+            problem = _statistics_problem(path, column, i, values, meta.row_group(i).column(index[column]).statistics)
+            if problem:
+                problems.append(problem)
+                break
+            chunks.extend(values.chunks)
+        else:
+            out[column] = pa.chunked_array(chunks, file.schema_arrow.field(column).type)
+    return out, problems
+
+
+def read_partition(path: Path, expected: dict[str, str], time_zone: str | None = "UTC",
+                   ) -> tuple[Partition | None, pa.Table | None, list[CheckResult]]:
+    """Read one landing file once, and check it against ``expected`` (column -> type name): its
+    name, schema and time zones, and every page (see ``_read_columns``). The checksum is of the
+    bytes the returned table was decoded from, so a file rewritten meanwhile cannot slip in
+    unhashed. Naive timestamps are refused unless ``time_zone`` says which zone they are in."""
     day = _day(path)
     if day is None:
-        return None, [_problem(path, "landing_file_name", "landing files must be named YYYY-MM-DD.parquet "
-                               "or YYYY-MM-DD.csv (one per day, a valid date), or sit in a hive-style day folder "
-                               "(date=YYYY-MM-DD/); rename or remove it", metric="name",
-                               expected="YYYY-MM-DD.parquet", actual=path.name)]
+        return None, None, [_problem(path, "landing_file_name", "landing files must be named YYYY-MM-DD.parquet "
+                                     "or YYYY-MM-DD.csv (one per day, a valid date), or sit in a hive-style day "
+                                     "folder (date=YYYY-MM-DD/); rename or remove it", metric="name",
+                                     expected="YYYY-MM-DD.parquet", actual=path.name)]
+    if path.suffix == ".csv":
+        return _read_csv_partition(path, day, expected, time_zone)
     try:
-        schema, num_rows = file_schema(path, expected)
-    except LandingReadError as exc:
-        shown = "CSV" if path.suffix == ".csv" else "Parquet"
-        return None, [_problem(path, "landing_readable", f"{exc}; re-deliver the partition", metric=path.suffix[1:],
-                               expected=f"readable {shown}", actual="unreadable")]
+        data = path.read_bytes()
+        file = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
+        schema = file.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        return None, None, [_problem(path, "landing_readable", f"not a readable Parquet file ({exc}); re-deliver "
+                                     "the partition", metric="parquet", expected="readable Parquet",
+                                     actual="unreadable")]
     problems = schema_problems(path, {f.name: arrow_kind(f.type) for f in schema}, expected)
     naive, zone_problems = _zone_problems(path, schema, expected, time_zone)
     if problems or zone_problems:
-        return None, problems + zone_problems
-    partition = Partition(path, day, _sha256(path), num_rows, naive)
-    return partition, [CheckResult(origin="ingest", table=_landing_name(path), check="landing_schema", column=None,
-                                   metric="columns", severity="error", status="pass", passed=True,
-                                   expected=f"{len(expected)} declared columns", actual="match")]
+        return None, None, problems + zone_problems
+    columns, corrupt = _read_columns(path, file, list(expected))
+    if corrupt:
+        return None, None, corrupt
+    table = pa.table([columns[c] for c in expected], names=list(expected))
+    partition = Partition(path, day, hashlib.sha256(data).hexdigest(), file.metadata.num_rows, naive)
+    return partition, table, [CheckResult(origin="ingest", table=_landing_name(path), check="landing_schema",
+                                          column=None, metric="columns", severity="error", status="pass",
+                                          passed=True, expected=f"{len(expected)} declared columns", actual="match")]
+
+
+def _read_csv_partition(path: Path, day: dt.date, expected: dict[str, str], time_zone: str | None,
+                        ) -> tuple[Partition | None, pa.Table | None, list[CheckResult]]:
+    """A CSV partition, read with the declared types (a value that does not cast is a landing error)."""
+    sha = _sha256(path)
+    try:
+        schema, num_rows = file_schema(path, expected)
+    except LandingReadError as exc:
+        return None, None, [_problem(path, "landing_readable", f"{exc}; re-deliver the partition", metric="csv",
+                                     expected="readable CSV", actual="unreadable")]
+    problems = schema_problems(path, {f.name: arrow_kind(f.type) for f in schema}, expected)
+    naive, zone_problems = _zone_problems(path, schema, expected, time_zone)
+    if problems or zone_problems:
+        return None, None, problems + zone_problems
+    with duckdb.connect() as con:
+        con.execute("set TimeZone = 'UTC'")
+        table = con.execute(f"select * from {scan_sql([path], expected)}").fetch_arrow_table()
+    partition = Partition(path, day, sha, num_rows, naive)
+    return partition, table.select(list(expected)), [CheckResult(
+        origin="ingest", table=_landing_name(path), check="landing_schema", column=None, metric="columns",
+        severity="error", status="pass", passed=True, expected=f"{len(expected)} declared columns", actual="match")]
+
+
+def check_partition(path: Path, expected: dict[str, str],
+                    time_zone: str | None = "UTC") -> tuple[Partition | None, list[CheckResult]]:
+    """``read_partition`` without the rows."""
+    partition, _, checks = read_partition(path, expected, time_zone)
+    return partition, checks
 
 
 def inspect_partition(path: Path, expected: dict[str, str]) -> Partition:
@@ -307,8 +405,7 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
         )
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     relation = raw_relation(table)
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("set TimeZone = 'UTC'")  # a zoned timestamp is stored as UTC whatever the process's TZ
+    with connect_warehouse(warehouse) as con:
         con.execute("set enable_progress_bar = false")
         con.execute(LOG_DDL)
         logged = {name: (sha, rows, published) for name, sha, rows, published in con.execute(
@@ -319,15 +416,20 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
             progress(f"{relation} is missing: reloading every landing partition")
             logged = {}
         partitions, new, replaced, reloaded, checks = [], [], [], [], list(strays)
+        # New files' rows are staged here as each is read, for the row checks and the load.
+        con.execute(f"create or replace temp table {INCOMING} as select "
+                    + ", ".join(f'null::{DUCKDB_TYPES[k]} as "{c}"' for c, k in expected.items())
+                    + ", null::varchar as filename, null::bigint as row_number limit 0")
         for i, path in enumerate(paths, 1):
             if i % 20 == 0 or i == len(paths):
                 progress(f"checked {i}/{len(paths)} landing files")
             known = logged.get(partition_name(path))
             day = _day(path)
             if known and reload and day and reload[0] <= day <= reload[1]:
-                partition, file_checks = check_partition(path, expected, rules.time_zone)
+                partition, data, file_checks = read_partition(path, expected, rules.time_zone)
                 checks.extend(file_checks)
                 if partition is not None:
+                    _stage_file(con, expected, partition, data, rules.time_zone)
                     partitions.append(partition)
                     replaced.append(partition)
                     reloaded.append(partition_name(path))
@@ -343,10 +445,11 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
                     "corrections as a new partition, or remove the old log and raw rows deliberately to reload.",
                     metric="sha256", expected=known[0][:12], actual=sha[:12]))
                 continue
-            partition, file_checks = check_partition(path, expected, rules.time_zone)
+            partition, data, file_checks = read_partition(path, expected, rules.time_zone)
             checks.extend(file_checks)
             if partition is None:
                 continue
+            _stage_file(con, expected, partition, data, rules.time_zone)
             partitions.append(partition)
             (replaced if known else new).append(partition)
             if partition.rows == 0:
@@ -357,7 +460,7 @@ def ingest(landing: Path, table: str, expected: dict[str, str], warehouse: Path,
             checks.append(_sequence_check([p.day for p in partitions], landing, table))
         incoming = sorted(new + replaced, key=lambda p: p.day)
         if not [c for c in checks if c.halts]:
-            checks.extend(_stage_rows(con, relation, expected, incoming, rules, table))
+            checks.extend(_row_checks(con, relation, expected, incoming, rules, table))
         insert_checks(con, run_id, checks)
         errors = [c for c in checks if c.halts]
         for c in checks if errors else ():  # a run that halts here still shows its warnings
@@ -402,15 +505,22 @@ def _select(expected: dict[str, str], partition: Partition, zone: str | None) ->
     return ", ".join(out)
 
 
-def _stage_rows(con: duckdb.DuckDBPyConnection, relation: str, expected: dict[str, str], incoming: list[Partition],
+def _stage_file(con: duckdb.DuckDBPyConnection, expected: dict[str, str], partition: Partition,
+                data: pa.Table | None, zone: str | None) -> None:
+    """Append one file's rows (as read and hashed) to temp table ``landing_incoming``, numbered in file order."""
+    assert data is not None, "read_partition returns the rows with every partition"
+    numbered = data.append_column("__landing_row", pa.array(range(1, data.num_rows + 1), pa.int64()))
+    con.register("landing_file", numbered)
+    try:
+        con.execute(f"insert into {INCOMING} select {_select(expected, partition, zone)}, ?, __landing_row "
+                    "from landing_file", [partition_name(partition.path)])
+    finally:
+        con.unregister("landing_file")
+
+
+def _row_checks(con: duckdb.DuckDBPyConnection, relation: str, expected: dict[str, str], incoming: list[Partition],
                 rules: LandingRules, table: str) -> list[CheckResult]:
-    """Read each new file once into temp table ``landing_incoming`` and run the row checks on it."""
-    con.execute(f"create or replace temp table {INCOMING} as select "
-                + ", ".join(f'null::{DUCKDB_TYPES[k]} as "{c}"' for c, k in expected.items())
-                + ", null::varchar as filename, null::bigint as row_number limit 0")
-    for p in incoming:
-        con.execute(f"insert into {INCOMING} select {_select(expected, p, rules.time_zone)}, ?, row_number() over () "
-                    f"from {scan_sql([p.path], expected)}", [partition_name(p.path)])
+    """The row checks over the new files' rows in ``landing_incoming`` and the loaded rows that stay."""
     replaced = ", ".join("'" + partition_name(p.path).replace("'", "''") + "'" for p in incoming)
     existing = None
     if _exists(con, relation):

@@ -30,6 +30,7 @@ from serving.bundle import MANIFEST
 from serving.registry import bundles_dir, read_champion
 from training.dbt_manifest import FeatureSpec
 from training.data import data_fingerprint
+from training.warehouse import connect_warehouse
 
 AUDIT_SUFFIX = "_audit"
 BASELINE_ROLE = "baseline_profile"
@@ -91,7 +92,7 @@ def _audit(relation: str) -> str:
 
 def newest_baseline_id(warehouse: Path, relation: str) -> str | None:
     """The baseline version this run's build computed (the newest built one in the audit schema)."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         if not _exists(con, _audit(relation)):
             return None
         row = con.execute(f"select baseline_id from {_audit(relation)} order by built_at desc, baseline_id limit 1").fetchone()
@@ -129,7 +130,7 @@ def champion_baseline(warehouse: Path, registry: Path, relation: str | None) -> 
                             f"{BASELINE_ROLE}: checks compare with this run's training window")
     found = None
     if warehouse.exists():
-        with duckdb.connect(str(warehouse), read_only=True) as con:
+        with connect_warehouse(warehouse, read_only=True) as con:
             if _exists(con, "validation.publications") and _exists(con, _audit(relation)):
                 found = con.execute(
                     f"select p.baseline_id from validation.publications p "
@@ -155,7 +156,7 @@ def publish(warehouse: Path, run_id: str, pairs: list[tuple[str, str]], *, finge
     """Copy audited tables to their published names, mark ingested partitions published and record
     the publication, in one transaction. Returns the number of partitions newly published."""
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_warehouse(warehouse) as con:
         ensure_tables(con)
         con.execute(PUBLICATIONS_DDL)
         con.execute("begin transaction")
@@ -192,7 +193,7 @@ def _published_by_unfinished_run(con: duckdb.DuckDBPyConnection, relations: list
 
 def assert_published(warehouse: Path, spec: FeatureSpec) -> dict[str, Any]:
     """Refuse to read features that are not the latest published version; return their fingerprint."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         row = con.execute(
             "select features_hash, run_id from validation.publications where features_relation = ? "
             "order by published_at desc limit 1", [spec.relation]).fetchone() if _exists(

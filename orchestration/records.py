@@ -20,6 +20,8 @@ from typing import Any
 
 import duckdb
 
+from training.warehouse import connect_warehouse
+
 DDL = """
 create schema if not exists ops;
 create table if not exists ops.pipeline_runs (
@@ -70,7 +72,7 @@ class LastExecution:
 
 def _connect(warehouse: Path) -> duckdb.DuckDBPyConnection:
     warehouse.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(warehouse))
+    con = connect_warehouse(warehouse)
     con.execute(DDL)
     return con
 
@@ -133,7 +135,7 @@ def last_executions(warehouse: Path) -> dict[str, LastExecution]:
     """Each stage's latest executed record; empty when the warehouse or the table is missing."""
     if not warehouse.exists():
         return {}
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         if not con.execute("select count(*) from information_schema.tables where table_schema = 'ops' "
                            "and table_name = 'stage_runs'").fetchone()[0]:
             return {}
@@ -147,7 +149,7 @@ def last_executions(warehouse: Path) -> dict[str, LastExecution]:
 
 def stage_history(warehouse: Path, stage: str, limit: int = 5) -> list[float]:
     """Durations of the stage's latest successful executions, newest first."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         return [r[0] for r in con.execute(
             "select duration_s from ops.stage_runs where stage = ? and status = 'succeeded' "
             "order by started_at desc limit ?", [stage, limit]).fetchall()]
@@ -178,7 +180,7 @@ def volume_warnings(warehouse: Path, new_files: list[str]) -> list[str]:
     """Warnings for newly loaded partitions with far fewer rows than the 7 partitions before each."""
     if not new_files or not warehouse.exists():
         return []
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         rows = con.execute(
             "select file_name, count_rows, median(count_rows) over (order by partition_date rows between 7 preceding "
             "and 1 preceding) as trailing, count(*) over (order by partition_date rows between 7 preceding and 1 "

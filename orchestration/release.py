@@ -46,6 +46,7 @@ from training.parity import ParityReport, Replayed, check_parity, held_out_raw_r
 from training.run import TrainedModel
 from training.serving_sql import check_serving_sql, request_schema
 from training.tracking import RunRecord, record_gates
+from training.warehouse import connect_warehouse
 
 PACKAGES = ("dbt-core", "dbt-duckdb", "duckdb", "scikit-learn", "skl2onnx", "onnx", "onnxruntime",
             "numpy", "pyarrow", "pandas")
@@ -109,7 +110,7 @@ def _frozen_tables(ctx: RunContext) -> dict[str, Any]:
     import duckdb
 
     relations = dbt_manifest.fitted_state_relations(ctx.state["manifest"])
-    with duckdb.connect(str(ctx.cfg.warehouse), read_only=True) as con:
+    with connect_warehouse(ctx.cfg.warehouse, read_only=True) as con:
         # Sorted, so the same warehouse contents always freeze into the same bytes.
         return {name: con.execute(f"select * from {rel} order by all").fetch_arrow_table()
                 for name, rel in sorted(relations.items())}
@@ -315,7 +316,7 @@ def _scores(bundle: Any, matrix: np.ndarray) -> np.ndarray:
 
 def _labels(ctx: RunContext, keys: pa.Array) -> np.ndarray:
     spec = ctx.state["spec"]
-    with duckdb.connect(str(ctx.cfg.warehouse), read_only=True) as con:
+    with connect_warehouse(ctx.cfg.warehouse, read_only=True) as con:
         con.register("keys", pa.table({"__key": keys, "__order": pa.array(np.arange(len(keys)))}))
         table = con.execute(
             f'select m."{spec.label}" from keys k join {one_row_per_key(spec)} m on m."{spec.key}" = k.__key '

@@ -129,6 +129,8 @@ def _ingest(ctx: RunContext) -> dict[str, Any]:
     ctx.state["dbt_vars"] = {
         **source_relation_vars(ctx.cfg.dbt.source, ctx.source_table),
         "wap_schema_suffix": publish.AUDIT_SUFFIX,
+        # The row-count check's calendar runs to the newest partition: a day whose rows all vanished is a gap.
+        "last_partition_day": max(days).isoformat(),
         **({"freshness_as_of": as_of} if (as_of := _freshness_as_of(ctx.cfg.validation.freshness_as_of, days)) else {}),
     }
     return {"partitions": len(result.partitions), "new_partitions": len(result.loaded) - len(result.replaced) - len(result.reloaded),

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from training.dbt_manifest import FeatureSpec
 from training.errors import FeatureAvailabilityError, TrainingDataError
+from training.warehouse import connect_warehouse
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Dataset:
 
 
 def connect_read_only(warehouse: Path) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(warehouse), read_only=True)
+    return connect_warehouse(warehouse, read_only=True)
 
 
 def read_features(warehouse: Path, spec: FeatureSpec, *, max_rows: int, seed: int) -> tuple[pa.Table, int]:

@@ -13,10 +13,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 
 from serving.store import OnlineStore, RecordOutcome, check_fields, open_store
 from training.dbt_manifest import EntityStateModel
+from training.warehouse import connect_warehouse
 
 BATCH_ROWS = 100_000
 
@@ -31,7 +31,7 @@ def load_events(store: OnlineStore, warehouse: Path, state: EntityStateModel, *,
     sql = (f'select cast("{spec.key}" as varchar), epoch_us(cast("{spec.time}" as timestamp)), {columns} '
            f'from {state.events_relation} {filters} order by 1, 2')
     outcome = RecordOutcome()
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         reader = con.execute(sql, params or []).fetch_record_batch(BATCH_ROWS)
         for batch in reader:
             key, time, event_key, *fields = batch.to_pydict().values()

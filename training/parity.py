@@ -22,6 +22,7 @@ from serving.predictor import ModelScorer, Predictor
 from serving.store import OnlineStore
 from training.dbt_manifest import EntityStateModel, FeatureSpec
 from training.online import store_as_of
+from training.warehouse import connect_warehouse
 
 FEATURE_RTOL = 1e-9
 SCORE_ATOL = 1e-6
@@ -121,7 +122,7 @@ def check_parity(bundle: Bundle, served: Replayed, warehouse: Path, spec: Featur
                  feature_rtol: float = FEATURE_RTOL, score_atol: float = SCORE_ATOL) -> ParityReport:
     """Compare replayed serving (``replay``) with the features mart and the offline scores."""
     keys = served.keys
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         con.register("served_keys", pa.table({"__key": keys, "__order": pa.array(np.arange(len(keys)))}))
         columns = ", ".join(f'm."{c}"' for c in spec.features)
         mart = con.execute(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
+from training.warehouse import connect_warehouse
 
 DDL = """
 create schema if not exists ml;
@@ -85,7 +85,7 @@ def _json(value: Any) -> str | None:
 def record_run(warehouse: Path, run: RunRecord) -> None:
     model = run.lineage.get("model", {})
     code = run.lineage.get("code_version", {})
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_warehouse(warehouse) as con:
         con.execute(DDL)
         con.execute(
             "insert or replace into ml.training_runs values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -108,7 +108,7 @@ def record_run(warehouse: Path, run: RunRecord) -> None:
 
 def record_gates(warehouse: Path, run_id: str, bundle_id: str, results: list[dict[str, Any]]) -> None:
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_warehouse(warehouse) as con:
         con.execute(DDL)
         con.executemany(
             "insert into ml.gate_results values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -118,7 +118,7 @@ def record_gates(warehouse: Path, run_id: str, bundle_id: str, results: list[dic
 
 
 def record_promotion(warehouse: Path, record: dict[str, Any]) -> None:
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_warehouse(warehouse) as con:
         con.execute(DDL)
         con.execute("insert into ml.promotions values (?, ?, ?, ?, ?)",
                     [record["bundle_id"], record["previous_bundle_id"],
@@ -143,7 +143,7 @@ def log_to_mlflow(run: RunRecord) -> bool:
 
 def list_runs(warehouse: Path, limit: int = 20) -> list[tuple[Any, ...]]:
     """Latest runs: id, time, status, family, test metric, bundle id."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         if not con.execute("select count(*) from information_schema.tables where table_schema = 'ml' "
                            "and table_name = 'training_runs'").fetchone()[0]:
             return []
@@ -158,7 +158,7 @@ def list_runs(warehouse: Path, limit: int = 20) -> list[tuple[Any, ...]]:
 
 def compare_runs(warehouse: Path, a: str, b: str) -> list[tuple[str, Any, Any]]:
     """(field, value in a, value in b) for parameters, lineage and metrics of two runs."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         runs = {}
         for run_id in (a, b):
             found = con.execute("select * from ml.training_runs where starts_with(run_id, ?)", [run_id]).fetch_arrow_table()

@@ -22,6 +22,7 @@ from serving.bundle import load_bundle
 from serving.predictor import ModelScorer
 from training.dbt_manifest import FeatureSpec
 from training.metrics import task_metrics
+from training.warehouse import connect_warehouse
 
 THRESHOLD = 0.999
 DDL = """
@@ -58,7 +59,7 @@ class ConsistencyReport:
 
 
 def check(warehouse: Path) -> ConsistencyReport:
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         if not _exists(con, "monitoring", "monitoring_daily_consistency"):
             return ConsistencyReport(0, ())
         total = con.execute("select coalesce(sum(count_compared), 0) from monitoring.monitoring_daily_consistency").fetchone()[0]
@@ -72,7 +73,7 @@ def served_vs_point_in_time(warehouse: Path, registry_dir: Path, spec: FeatureSp
     """Score the warehouse's features of every landed served event with the model that served it,
     and record per day: rows, scores equal to the served ones, served and point-in-time ROC AUC."""
     columns = ", ".join(f'f."{c}"' for c in spec.features)
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_warehouse(warehouse, read_only=True) as con:
         if not _exists(con, "staging", "stg_serving__predictions"):
             return 0
         rows = con.execute(
@@ -97,7 +98,7 @@ def served_vs_point_in_time(warehouse: Path, registry_dir: Path, spec: FeatureSp
             pit_auc = task_metrics(task, y.astype(int), np.column_stack([1 - pit, pit]))["roc_auc"]
         equal = int((np.abs(served - pit) <= 1e-5).sum()) if task != "multiclass" else 0
         out.append((day, model_id, part.num_rows, equal, served_auc, pit_auc))
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_warehouse(warehouse) as con:
         con.execute(DDL)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         if out:

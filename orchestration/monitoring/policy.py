@@ -25,6 +25,7 @@ import duckdb
 from orchestration.config import Monitoring, PipelineConfig
 from serving import registry
 from training.dbt_manifest import FeatureSpec
+from training.warehouse import connect_warehouse
 
 DDL = """
 create schema if not exists monitoring;
@@ -151,7 +152,7 @@ def measure(cfg: PipelineConfig, spec: FeatureSpec) -> Measured:
     out: dict[str, Any] = {"champion_id": manifest["bundle_id"], "champion_auc": auc, "champion_data_end": data_end}
     lookback = cfg.monitoring.lookback_days
     after = data_end or dt.date.min
-    with duckdb.connect(str(cfg.warehouse), read_only=True) as con:
+    with connect_warehouse(cfg.warehouse, read_only=True) as con:
         days: list[dt.date] = []
         if _exists(con, "monitoring.monitoring_daily_drift"):
             days = [r[0] for r in con.execute(
@@ -203,7 +204,7 @@ def record(warehouse: Path, run_id: str, decision: Decision, measured: Measured)
     """Append the decision and what it was based on to monitoring.retrain_decisions."""
     values = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(measured).items()}
     values["model_age_days"] = measured.model_age_days
-    with duckdb.connect(str(warehouse)) as con:
+    with connect_warehouse(warehouse) as con:
         con.execute(DDL)
         con.execute("insert into monitoring.retrain_decisions values (?, ?, ?, ?, ?, ?)",
                     [run_id, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), decision.fire,

@@ -30,6 +30,7 @@ from serving import registry
 from serving.bundle import InputField, load_bundle
 from serving.predictor import Predictor
 from training import dbt_manifest
+from training.warehouse import connect_warehouse
 
 SCORE_ATOL = 1e-5
 SHOWN = 5
@@ -115,7 +116,7 @@ def audit(cfg: PipelineConfig, manifest: dict[str, Any], seed: int | None = None
     fields = dbt_manifest.input_schema(manifest, cfg.dbt.source)
     key = (dbt_manifest.source_meta(manifest, cfg.dbt.source).get("landing") or {}).get("event_key")
     raw = raw_relation(cfg.dbt.source.partition(".")[2])
-    with duckdb.connect(str(cfg.warehouse), read_only=True) as con:
+    with connect_warehouse(cfg.warehouse, read_only=True) as con:
         if limit == 0 or not _exists(con, LINES):
             return AuditReport()
         landed = key is not None and _exists(con, raw)

@@ -19,6 +19,7 @@ import duckdb
 
 from orchestration.config import PipelineConfig
 from orchestration.monitoring.policy import champion_manifest
+from training.warehouse import connect_warehouse
 
 SECTIONS = ("runs", "validation", "gates", "champion", "drift", "predictions", "features", "decisions", "simulation")
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
@@ -238,7 +239,7 @@ padding:3px 6px;text-align:left;vertical-align:top}th{background:#f4f4f4}.empty{
 
 def render(cfg: PipelineConfig, run_id: str | None) -> str:
     """The report's HTML."""
-    con = duckdb.connect(str(cfg.warehouse), read_only=True) if cfg.warehouse.exists() else None
+    con = connect_warehouse(cfg.warehouse, read_only=True) if cfg.warehouse.exists() else None
     try:
         sections = _sections(con, cfg)
     finally:

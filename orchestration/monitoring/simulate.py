@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +39,7 @@ from orchestration.config import PipelineConfig
 from orchestration.monitoring.errors import SimulationError
 from orchestration.monitoring.replay import prediction_logs_dir
 from serving import registry
+from training.warehouse import connect_warehouse
 
 DRIFTS = {
     "country-mix": "half of the day's transactions come from Brazil (country BR, currency BRL)",
@@ -215,7 +215,7 @@ def simulate(cfg: PipelineConfig, opts: SimulationOptions, run_pipeline: Callabl
             run_id, code = run_pipeline()
             worst = max(worst, code)
             after = registry.read_champion(cfg.registry)["bundle_id"]
-            with duckdb.connect(str(cfg.warehouse)) as con:
+            with connect_warehouse(cfg.warehouse) as con:
                 con.execute(DDL)
                 fired = con.execute("select fire from monitoring.retrain_decisions where run_id = ?", [run_id]).fetchone()
                 con.execute("insert into monitoring.simulation_days values (?, ?, ?, ?, ?, ?, ?, ?, ?)",

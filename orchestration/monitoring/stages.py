@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import duckdb
 
 from orchestration import checks
 from orchestration.context import RunContext
@@ -25,6 +24,7 @@ from orchestration.monitoring import consistency as online_offline
 from orchestration.monitoring import policy, replay
 from orchestration.outputs import MONITORING_TAG
 from serving.registry import read_champion
+from training.warehouse import connect_warehouse
 
 RETRAIN_STAGES = ("train", "evaluate", "gates", "deploy")
 """Stages that run only when the policy fires."""
@@ -50,7 +50,7 @@ def _monitor_vars(ctx: RunContext) -> dict[str, Any]:
 
 
 def _malformed_lines(ctx: RunContext) -> list[str]:
-    with duckdb.connect(str(ctx.cfg.warehouse), read_only=True) as con:
+    with connect_warehouse(ctx.cfg.warehouse, read_only=True) as con:
         rows = con.execute("select log_file, count_malformed, count_lines, first_malformed_line, first_malformed_reason "
                            "from monitoring.monitoring_log_quality where count_malformed > 0 order by log_file").fetchall()
     return [f"{f}: {bad} of {lines} lines malformed, first at line {line}: {reason}" for f, bad, lines, line, reason in rows]

@@ -6,7 +6,9 @@ counting; either way the deployed model is unchanged and nothing unaudited is pu
 dbt costs seconds per invocation (and two runs at once are slower than one after another on two
 cores), so work is shared: one clean baseline run deploys a champion over days 1-8 (5,000 rows a
 day, enough to judge a day's fraud rate). The landing-file faults are delivered together as days
-9-12 of one copy of that state; the data faults as days 10-13 of another, with day 9 late. Each
+9-12 of one copy of that state; the data faults as days 10-13 of another, with day 9 late; the
+faults that change what values mean (hours, id formats, codes, categories) as days 9-13 of a
+third. Each
 test checks that its own fault is named, on its own day, among the failing checks. Then the late
 day arrives and the bad days are re-delivered corrected, and that run must pass and count every
 row once. The duplicated partition runs from scratch, to compare its model with the baseline's.
@@ -45,12 +47,18 @@ SCENARIOS = {
              "conflicting-resend": dt.date(2026, 1, 11), "earlier-day-rows": dt.date(2026, 1, 12),
              "non-finite-amount": dt.date(2026, 1, 13)},
     # A small day (a fifth of the rows), every one positive: judged by the exact binomial bound.
-    "small": {"label-flood": dt.date(2026, 1, 9)},
+    # Then user ids with a trailing space: every user new, like user-id-format's (so not beside it).
+    "small": {"label-flood": dt.date(2026, 1, 9), "user-id-trailing-space": dt.date(2026, 1, 10)},
     "files": {"float32-amount": dt.date(2026, 1, 9), "directory-partition": dt.date(2026, 1, 10),
-              "misnamed-file": dt.date(2026, 1, 11), "upper-case-suffix": dt.date(2026, 1, 12)},
+              "misnamed-file": dt.date(2026, 1, 11), "upper-case-suffix": dt.date(2026, 1, 12),
+              "corrupt-page": dt.date(2026, 1, 13)},
+    # Values whose meaning changed, each named by its own check on its own day.
+    "values": {"shifted-local-time": dt.date(2026, 1, 9), "user-id-format": dt.date(2026, 1, 10),
+               "alpha3-country": dt.date(2026, 1, 11), "unseen-currency": dt.date(2026, 1, 12),
+               "swapped-categories": dt.date(2026, 1, 13)},
 }
 # Scenarios run with the process in a non-UTC zone: the warehouse must not care.
-NON_UTC = {"rows": "America/New_York", "zoned": "America/New_York"}
+NON_UTC = {"rows": "America/New_York", "zoned": "America/New_York", "values": "America/New_York"}
 # fault -> (failing stage, what stderr must name)
 HALTS = {
     "dropped-column": ("ingest", "2026-01-09.parquet: column 'country_code' is missing (expected string)"),
@@ -73,6 +81,19 @@ HALTS = {
     "float32-amount": ("ingest", "2026-01-09.parquet: column 'amount' has type float, expected double"),
     "directory-partition": ("ingest", "2026-01-10.parquet: is a directory, not a Parquet file"),
     "label-flood": ("validate", f"label_rate_within_bounds on {STG}.is_fraud: label_rate on 2026-01-09 is 1, expected"),
+    "corrupt-page": ("ingest", "2026-01-13.parquet: column 'amount', row group 0: a page cannot be read (could not "
+                               "verify page integrity, CRC checksum verification failed"),
+    "shifted-local-time": ("validate", f"hour_profile_vs_baseline on {STG}.event_at: hour_profile_distance on "
+                                       "2026-01-09 is 0.3"),
+    "user-id-format": ("validate", f"format_profile_vs_baseline on {STG}.user_id: unseen_format_share on 2026-01-10 "
+                                   "is 1, expected 0 (allowed 0 to 0.01)"),
+    "user-id-trailing-space": ("validate", f"new_entity_share on {STG}.user_id: new_entity_share on 2026-01-10 is 1, "
+                                           "expected"),
+    "alpha3-country": ("validate", f"format_profile_vs_baseline on {STG}.country: unseen_format_share on 2026-01-11 "
+                                   "is 1, expected 0"),
+    "unseen-currency": ("validate", f"unseen_category_share on {STG}.currency: unseen_share on 2026-01-12 is 1, "
+                                    "expected 0 (allowed 0 to 0.2)"),
+    "swapped-categories": ("validate", f"category_shares_vs_baseline on {STG}.merchant_category: category_share["),
 }
 # fault -> the check that must fail because of it, and on which segment (day)
 CAUGHT_BY = {
@@ -92,6 +113,13 @@ CAUGHT_BY = {
     "float32-amount": ("landing_schema on transactions/2026-01-09.parquet.amount", None),
     "directory-partition": ("landing_file_name on transactions/2026-01-10.parquet", None),
     "label-flood": (f"label_rate_within_bounds on {STG}.is_fraud", "2026-01-09"),
+    "corrupt-page": ("landing_integrity on transactions/2026-01-13.parquet.amount", None),
+    "shifted-local-time": (f"hour_profile_vs_baseline on {STG}.event_at", "2026-01-09"),
+    "user-id-format": (f"format_profile_vs_baseline on {STG}.user_id", "2026-01-10"),
+    "user-id-trailing-space": (f"new_entity_share on {STG}.user_id", "2026-01-10"),
+    "alpha3-country": (f"format_profile_vs_baseline on {STG}.country", "2026-01-11"),
+    "unseen-currency": (f"unseen_category_share on {STG}.currency", "2026-01-12"),
+    "swapped-categories": (f"category_shares_vs_baseline on {STG}.merchant_category", "2026-01-13"),
 }
 
 
@@ -164,7 +192,7 @@ class Faults:
     clean: Path
     baseline: Run
     runs: dict[str, list[Run]]
-    """Scenario (landing, data, late, duplicate) -> its runs in order."""
+    """Scenario (those of ``SCENARIOS``, zoned, duplicate) -> its runs in order."""
 
     def run_with(self, kind: str) -> Run:
         """The (first) run that got fault ``kind``."""
@@ -216,7 +244,8 @@ def test_a_clean_run_passes_every_check(faults: Faults) -> None:
     checks = {name for (name,) in baseline.query("select distinct check_name from validation.check_results")}
     assert {"landing_schema", "partition_sequence", "contract", "source_freshness", "null_fraction_vs_baseline",
             "mean_vs_baseline", "std_vs_baseline", "row_count_vs_trailing", "label_rate_within_bounds",
-            "accepted_category_set", "unseen_category_share", "accepted_range"} <= checks
+            "accepted_category_set", "unseen_category_share", "accepted_range", "hour_profile_vs_baseline",
+            "format_profile_vs_baseline", "new_entity_share", "category_shares_vs_baseline"} <= checks
 
 
 @pytest.mark.parametrize("kind", HALTS)
@@ -294,7 +323,9 @@ def _model_sha(run: Run) -> str:
 def test_a_late_partition_halts_until_it_arrives_then_every_row_counts_once(faults: Faults) -> None:
     first, second = faults.runs["data"]
     assert "WARN partition_sequence" in first.result.stdout and "no landing partition for 2026-01-09" in first.result.stdout
-    assert f"row_count_vs_trailing on {STG}: row_count on 2026-01-09 is 0, expected 50" in first.result.stderr
+    # Day 9 is missing, and the empty newest day 13 too (the calendar runs to the newest partition).
+    assert f"row_count_vs_trailing on {STG}: row_count on 2026-01-13 is 0, expected 49" in first.result.stderr
+    assert "; 2 of 13 days failed" in first.result.stderr.split("row_count_vs_trailing", 1)[1].split("\n", 1)[0]
     _assert_nothing_changed(first, faults.baseline)
     # Day 9 arrives late, the four bad days come again corrected: never published, so they are replaced.
     assert second.result.returncode == 0, second.output[-3000:]

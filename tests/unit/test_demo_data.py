@@ -61,6 +61,11 @@ def test_bad_options_are_named(kwargs: dict) -> None:
 FAULT_DAY = dt.date(2026, 1, 3)
 
 
+def _categories(table: pa.Table) -> dict[str, int]:
+    values = pc.utf8_lower(pc.utf8_trim_whitespace(table.column("merchant_category"))).to_pylist()
+    return {v: values.count(v) for v in set(values)}
+
+
 def _fault(tmp_path: Path, kind: str) -> tuple[list[Path], list[Path]]:
     opts = DemoDataOptions(rows=4000, days=4, seed=5)
     clean = generate(tmp_path / "clean", opts)
@@ -78,6 +83,15 @@ def _fault(tmp_path: Path, kind: str) -> tuple[list[Path], list[Path]]:
         ("label-collapse", lambda t, c: pc.sum(t.column("is_fraud")).as_py() <= pc.sum(c.column("is_fraud")).as_py() / 10),
         ("unit-change", lambda t, c: pc.sum(t.column("amount")).as_py() == pytest.approx(100 * pc.sum(c.column("amount")).as_py())),
         ("empty-day", lambda t, c: t.num_rows == 0 and t.schema == c.schema),
+        ("shifted-local-time", lambda t, c: pc.all(pc.equal(pc.subtract(c.column("txn_ts"), t.column("txn_ts")),
+                                                            pa.scalar(dt.timedelta(hours=5)))).as_py()),
+        ("user-id-format", lambda t, c: t.column("user_id")[0].as_py() == str(int(c.column("user_id")[0].as_py()[2:]))),
+        ("user-id-trailing-space", lambda t, c: t.column("user_id")[0].as_py() == c.column("user_id")[0].as_py() + " "),
+        ("alpha3-country", lambda t, c: "USA" in t.column("country_code").to_pylist()
+                                        and "US" not in t.column("country_code").to_pylist()),
+        ("unseen-currency", lambda t, c: set(t.column("currency_code").drop_null().to_pylist()) == {"XXX"}),
+        ("swapped-categories", lambda t, c: _categories(t)["grocery"] == _categories(c)["retail"] > 0
+                                            and _categories(t)["retail"] == _categories(c)["grocery"]),
     ],
 )
 def test_each_fault_breaks_only_its_day(tmp_path: Path, kind: str, check) -> None:
@@ -92,6 +106,10 @@ def test_corrupt_late_and_duplicate_faults(tmp_path: Path) -> None:
     clean, corrupt = _fault(tmp_path, "corrupt-file")
     with pytest.raises(pa.ArrowInvalid):
         pq.read_metadata(corrupt[2])
+    _, page = _fault(tmp_path, "corrupt-page")
+    assert pq.read_metadata(page[2]).num_rows == pq.read_metadata(clean[2]).num_rows  # the footer is intact
+    with pytest.raises(OSError, match="CRC checksum verification failed"):
+        pq.ParquetFile(page[2], page_checksum_verification=True).read()
     _, late = _fault(tmp_path, "late-partition")
     assert late[2] == tmp_path / "late-partition" / "late" / "transactions" / "2026-01-03.parquet"
     assert not (tmp_path / "late-partition" / "transactions" / "2026-01-03.parquet").exists()

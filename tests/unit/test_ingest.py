@@ -125,3 +125,38 @@ def test_an_empty_partition_is_loaded_with_a_warning(tmp_path: Path) -> None:
 def test_empty_landing_folder_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(LandingError, match="no landing partitions.*generate_if_empty"):
         ingest(tmp_path, "t", EXPECTED, tmp_path / "w.duckdb", "run")
+
+
+def _overwrite_in_page(path: Path, column: str, value: bytes) -> None:
+    """Overwrite bytes in the middle of ``column``'s first column chunk; the footer stays as written."""
+    chunk = pq.read_metadata(path).row_group(0).column(pq.read_schema(path).get_field_index(column))
+    with open(path, "r+b") as fh:
+        fh.seek(chunk.data_page_offset + chunk.total_compressed_size - len(value))
+        fh.write(value)
+
+
+@pytest.mark.parametrize("checksums", [True, False], ids=["page-checksum", "row-group-statistics"])
+def test_corrupted_bytes_inside_a_page_are_found_and_the_column_named(tmp_path: Path, checksums: bool) -> None:
+    path = tmp_path / "t" / "2026-01-01.parquet"
+    path.parent.mkdir(parents=True)
+    table = pa.table({"id": pa.array(["a", "b", "c"]), "amount": pa.array([1.0, 2.0, 3.0]),
+                      "at": pa.array([0, 1, 2], pa.timestamp("us"))})
+    # Uncompressed and plain, so the changed bytes still decode: only a checksum or the statistics tell.
+    pq.write_table(table, path, compression="none", use_dictionary=False, write_page_checksum=checksums)
+    _overwrite_in_page(path, "amount", pa.array([1.7e-306]).buffers()[1].to_pybytes())
+    assert pq.read_metadata(path).num_rows == 3  # the footer is intact
+    with pytest.raises(LandingError) as info:
+        inspect_partition(path, EXPECTED)
+    assert info.value.checks == ("landing_integrity on t/2026-01-01.parquet.amount",)
+    expected = "CRC checksum verification failed" if checksums else "values 1.7e-306 to 2.0 where the footer says 1.0 to 3.0"
+    assert "2026-01-01.parquet: column 'amount', row group 0:" in str(info.value) and expected in str(info.value)
+
+
+def test_the_logged_checksum_is_of_the_bytes_that_were_loaded(tmp_path: Path) -> None:
+    landing, warehouse = tmp_path / "landing", tmp_path / "w.duckdb"
+    path = _good(landing / "t" / "2026-01-01.parquet", amount=5.0, rows=2)
+    ingest(landing, "t", EXPECTED, warehouse, "run1")
+    import hashlib  # noqa: PLC0415
+
+    assert _query(warehouse, "select sha256 from raw.ingestion_log") == [(hashlib.sha256(path.read_bytes()).hexdigest(),)]
+    assert _query(warehouse, "select id, amount from raw.t order by id") == [("2026-01-01-0", 5.0), ("2026-01-01-1", 5.0)]

@@ -9,9 +9,11 @@
   `expected`, `actual`, `lower`, `upper` and `judged` are SQL over the relation's columns. A judged
   row passes when actual lies within the bounds: a missing baseline (null bounds) or a missing
   actual fails, so nothing passes by accident. An unjudged row is not judged: passed is null (not
-  a pass, not a failure), its bounds left null.
+  a pass, not a failure), its bounds left null. `metric_sql`, when given, is SQL naming the metric
+  per row (which category a row is about, say) instead of the literal `metric`.
 -#}
-{% macro check_result(relation, metric, actual, threshold, lower, upper, expected='expected', judged='true') %}
+{% macro check_result(relation, metric, actual, threshold, lower, upper, expected='expected', judged='true',
+                      metric_sql=none) %}
     select
         segment,
         metric,
@@ -24,7 +26,7 @@
     from (
         select
             cast(segment as varchar) as segment,
-            '{{ metric }}' as metric,
+            {{ metric_sql or ("'" ~ metric ~ "'") }} as metric,
             cast({{ expected }} as double) as expected,
             cast({{ actual }} as double) as actual,
             cast({{ threshold }} as double) as threshold,

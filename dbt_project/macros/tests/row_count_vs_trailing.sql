@@ -1,6 +1,9 @@
 {#- Generic test (on a model): each day's row count is within max_relative_diff of the median
-    of the trailing_days days before it. Days are a dense calendar from the first to the last
-    day, so a missing day counts 0 rows; the first day has no history and is not judged. -#}
+    of the trailing_days days before it. Days are a dense calendar from the first day to the last
+    day with rows or, when later, var `last_partition_day` (the orchestrator passes the newest
+    landed partition's day), so a missing day counts 0 rows, also at the end: a newest day whose
+    rows all vanished is a gap, not the end of the data. The first day has no history and is not
+    judged. -#}
 {% test row_count_vs_trailing(model, timestamp_column='event_at', trailing_days=7, max_relative_diff=0.5) %}
 {{ config(store_failures=true, fail_calc='count(*) filter (where not passed)') }}
 with
@@ -14,7 +17,11 @@ counts as (
 ),
 
 calendar as (
-    select cast(unnest(generate_series(min(day), max(day), interval 1 day)) as date) as day
+    {%- set last_partition_day = var('last_partition_day', none) %}
+    select cast(unnest(generate_series(
+        min(day),
+        {% if last_partition_day %}greatest(max(day), date '{{ last_partition_day }}'){% else %}max(day){% endif %},
+        interval 1 day)) as date) as day
     from counts
 ),
 

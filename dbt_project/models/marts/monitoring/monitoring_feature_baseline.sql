@@ -37,14 +37,18 @@ training_window as (
 ),
 
 -- Each feature's frozen bins: between its distinct training-window deciles, open-ended at both
--- ends; a value v falls into bin 1 + (number of edges <= v).
+-- ends; a value v falls into bin 1 + (number of edges <= v). A feature with at most 10 distinct
+-- values (a flag, an index) has its values as edges instead, one bin each: the deciles of a
+-- mostly-0 flag are all 0, and with the one edge [0] its 0s and 1s would share a bin.
 edges as (
     {%- for feature in features %}
     select
         '{{ feature }}' as feature_name,
         {{ loop.index }} as feature_order,
-        list_sort(list_distinct(quantile_cont(cast({{ adapter.quote(feature) }} as double),
-            [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))) as edges,
+        list_sort(list_distinct(case when count(distinct {{ adapter.quote(feature) }}) <= 10
+            then list(distinct cast({{ adapter.quote(feature) }} as double)) filter (where {{ adapter.quote(feature) }} is not null)
+            else quantile_cont(cast({{ adapter.quote(feature) }} as double), [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+        end)) as edges,
         (count(*) - count({{ adapter.quote(feature) }}))::double / nullif(count(*), 0) as baseline_null_fraction
     from training_window
     {{ "union all" if not loop.last }}

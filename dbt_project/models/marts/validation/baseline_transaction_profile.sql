@@ -28,6 +28,9 @@ profile as (
         'training_window',
         numeric_columns=['amount', 'is_fraud'],
         categorical_columns=['merchant_category', 'currency', 'country', 'channel', 'device'],
+        hour_columns=['event_at'],
+        format_columns=['user_id', 'merchant_id', 'currency', 'country'],
+        entity_columns=['user_id'],
     ) }}
 ),
 
